@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's main job: install into .venv if needed, then a short real search on the embedded dataset.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/setup_env.sh" dev
+cd "$root"
+export NO_ALBUMENTATIONS_UPDATE=1
+exec "$root/.venv/bin/ssnas" profile --variant small "$@"

@@ -1,0 +1,5 @@
+import sys
+
+from ssnas.cli import main
+
+sys.exit(main())

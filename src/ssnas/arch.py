@@ -1,0 +1,74 @@
+"""Architecture-parameter math shared by every search space: masked softmax, entropy, Eq. 4.
+
+A search space exposes ``arch_distributions()``: name → (probs (N, K), valid (N, K) bool), one row per
+decision (a cell's incoming edges, a cell's kernels, a DARTS edge's ops). Rows may have fewer valid
+choices than K (border cells have 2 incoming edges, not 3; pruned edges are invalid).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+_TINY = 1e-30
+
+
+def masked_softmax(logits: Tensor, valid: Tensor, dim: int = -1) -> Tensor:
+    """Softmax over the valid entries only; invalid entries are exactly 0 and get finite gradients."""
+    lse = torch.logsumexp(logits.masked_fill(~valid, float("-inf")), dim=dim, keepdim=True)
+    return torch.where(valid, torch.exp(logits - lse), torch.zeros_like(logits))
+
+
+def entropy(probs: Tensor, valid: Tensor) -> Tensor:
+    """Shannon entropy H(p) = -Σ p ln p per row (nats), over valid entries."""
+    safe = torch.where(valid, probs, torch.ones_like(probs)).clamp_min(_TINY)
+    return -(torch.where(valid, probs * torch.log(safe), torch.zeros_like(probs))).sum(-1)
+
+
+def normalized_entropy(probs: Tensor, valid: Tensor) -> Tensor:
+    """H(p) / ln(#valid choices) in [0, 1], so edges (2-3 choices) and ops (3 kernels) compare; 0 for one choice."""
+    n = valid.sum(-1).to(probs.dtype)
+    denom = torch.log(n.clamp_min(2.0))
+    return torch.where(n > 1, entropy(probs, valid) / denom, torch.zeros_like(denom))
+
+
+def arch_entropies(model) -> dict:
+    """Mean raw and normalized entropy of each architecture distribution of ``model`` (floats)."""
+    out = {}
+    with torch.no_grad():
+        for name, (probs, valid) in model.arch_distributions().items():
+            out[name] = {
+                "raw": float(entropy(probs, valid).mean()),
+                "normalized": float(normalized_entropy(probs, valid).mean()),
+            }
+    return out
+
+
+def coefficient_for(name: str, c_alpha: float, c_beta: float) -> float:
+    """Operation-level distributions (``alpha*``) use c_alpha; edge/topology-level ones use c_beta (§3.3)."""
+    return c_alpha if name.startswith("alpha") else c_beta
+
+
+def entropy_loss(model, c_alpha: float, c_beta: float, scale: float = 1.0, reduction: str = "mean") -> Tensor:
+    """Eq. 4 with the sign of its intent: L_ent = c · f(t) · H(p), penalizing *high* entropy.
+
+    The printed Eq. 4 (c·f(t)·Σ p ln p) would raise entropy when minimized; the text says the term
+    penalizes excessive use of insignificant choices, so we minimize +H. ``reduction`` averages (default)
+    or sums the per-cell entropies; ``scale`` is f(t).
+    """
+    total = None
+    for name, (probs, valid) in model.arch_distributions().items():
+        c = coefficient_for(name, c_alpha, c_beta)
+        if c == 0.0:
+            continue
+        h = entropy(probs, valid)
+        term = c * (h.mean() if reduction == "mean" else h.sum())
+        total = term if total is None else total + term
+    if total is None:
+        return torch.zeros(())
+    return total * scale
+
+
+def max_entropy(num_choices: int) -> float:
+    return math.log(num_choices) if num_choices > 1 else 0.0

@@ -1,0 +1,59 @@
+"""`ssnas profile`: parameters and FLOPs of a variant, per component, next to Table 3."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from ssnas.errors import UserError
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1024x2048' → (1024, 2048); one clear error otherwise."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise UserError(f"--input-size {text!r}: expected HxW with positive integers, e.g. 1024x2048") from None
+    if h <= 0 or w <= 0:
+        raise UserError(f"--input-size {text!r}: sizes must be positive, e.g. 1024x2048")
+    return h, w
+
+
+def register(sub) -> None:
+    p = sub.add_parser("profile", help="parameters and FLOPs of a supernet variant, per component")
+    p.add_argument("--variant", default="small", help="variant name (configs/variants) or a .yaml file")
+    p.add_argument("--input-size", default="1024x2048", help="HxW of the input image (default 1024x2048)")
+    p.add_argument("--num-classes", type=int, default=19)
+    p.add_argument("--device", default="meta", help="meta (default: count without computing) or cpu/cuda")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ssnas.space import create_model
+    from ssnas.space.profile import PAPER_TABLE3, profile
+
+    size = parse_size(args.input_size)
+    if args.num_classes <= 0:
+        raise UserError(f"--num-classes {args.num_classes}: expected a positive integer")
+    with torch.device(args.device):
+        model = create_model(args.variant, num_classes=args.num_classes)
+    result = profile(model, size)
+    result["variant"] = args.variant
+    paper = PAPER_TABLE3.get(args.variant) if size == (1024, 2048) and args.num_classes == 19 else None
+    if paper:
+        result["paper"] = {"flops": paper[0], "params": paper[1]}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"variant {args.variant}  input 1x3x{size[0]}x{size[1]}  (FLOPs = 2 x multiply-adds, forward)")
+    print(f"{'component':<10}{'params':>14}{'GFLOPs':>12}")
+    for name, c in result["components"].items():
+        print(f"{name:<10}{c['params']:>14,}{c['flops'] / 1e9:>12.2f}")
+    print(f"{'arch':<10}{result['arch_params']:>14,}{'':>12}")
+    print(f"{'total':<10}{result['params']:>14,}{result['flops'] / 1e9:>12.2f}")
+    if paper:
+        print(f"{'paper':<10}{int(paper[1]):>14,}{paper[0] / 1e9:>12.2f}   "
+              f"(ssnas/paper: params {result['params'] / paper[1]:.3f}, FLOPs {result['flops'] / paper[0]:.3f})")
+    return 0

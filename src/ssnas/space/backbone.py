@@ -1,0 +1,98 @@
+"""The backbone: a rectangular grid of cells, L layers × 4 levels (stride 4, 8, 16, 32).
+
+Eq. 1: the input of the cell at layer l and stride s is a β̂-weighted sum of its predecessors,
+    X_s^l = Σ_{t ∈ {s/2, s, 2s}} P(Y_t^{l-1}) · β̂_{t→s}^l,
+Eq. 2: β̂ is a softmax over the cell's *incoming* edges (2 at the border levels, 3 inside).
+P aligns shapes: resample to the target stride and a 1×1 ReLU-Conv-BN from C_t to C_s channels.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssnas.arch import masked_softmax
+from ssnas.space.cell import Cell
+
+LEVELS = 4
+# Incoming edge slots of a cell at level i, in β's last axis: from level i-1 (stride s/2), i (s), i+1 (2s).
+EDGE_OFFSETS = (-1, 0, 1)
+
+
+def edge_valid_mask(layers: int, levels: int = LEVELS) -> Tensor:
+    """(L, levels, 3) bool: which incoming edges exist (no level -1 or level 4)."""
+    valid = torch.ones(layers, levels, len(EDGE_OFFSETS), dtype=torch.bool)
+    valid[:, 0, 0] = False
+    valid[:, levels - 1, 2] = False
+    return valid
+
+
+def beta_hat(beta: Tensor, valid: Tensor) -> Tensor:
+    """Eq. 2: edge weights normalized over each cell's incoming edges."""
+    return masked_softmax(beta, valid)
+
+
+class ShapeAlign(nn.Module):
+    """P of Eq. 1: ReLU → 1×1 Conv → BN from level ``src`` to level ``dst``, with resampling.
+
+    Down (finer → coarser) average-pools, then convolves; up (coarser → finer) upsamples bilinearly, then
+    convolves at the target resolution, as the paper's network does (this is what Table 3's FLOPs count).
+    A 1×1 conv and BN commute with bilinear interpolation (its weights sum to 1), so the fused export
+    convolves before upsampling instead: same output, a quarter of the cost on those edges.
+    """
+
+    def __init__(self, cin: int, cout: int, src: int, dst: int):
+        super().__init__()
+        self.direction = dst - src  # +1: downsample ×2, -1: upsample ×2, 0: same stride
+        self.conv = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, y: Tensor, size: tuple[int, int]) -> Tensor:
+        y = F.relu(y)
+        if self.direction > 0:
+            y = F.avg_pool2d(y, 2)
+        elif self.direction < 0:
+            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        return self.bn(self.conv(y))
+
+
+class Backbone(nn.Module):
+    """``cells[l][i]`` and ``edges[l][i][j]`` (j indexes EDGE_OFFSETS; None where the edge does not exist)."""
+
+    def __init__(self, layers: int, widths: list[int], expansion: float, kernel_sizes, mixture: str,
+                 sampling: float, squeeze_excite: bool, shared_kernels: bool = True):
+        super().__init__()
+        self.layers, self.widths = layers, list(widths)
+        levels = len(widths)
+        self.cells = nn.ModuleList()
+        self.edges = nn.ModuleList()
+        for _ in range(layers):
+            self.cells.append(nn.ModuleList(
+                Cell(widths[i], expansion, kernel_sizes, mixture, sampling, squeeze_excite, shared_kernels)
+                for i in range(levels)
+            ))
+            layer_edges = nn.ModuleList()
+            for i in range(levels):
+                slots = nn.ModuleDict()
+                for j, off in enumerate(EDGE_OFFSETS):
+                    src = i + off
+                    if 0 <= src < levels:
+                        slots[str(j)] = ShapeAlign(widths[src], widths[i], src, i)
+                layer_edges.append(slots)
+            self.edges.append(layer_edges)
+
+    def forward(self, features: list[Tensor], alpha_hat: Tensor, beta_hat: Tensor) -> list[Tensor]:
+        """features: the 4 outputs of layer 0 (the stem); returns the 4 outputs of the last layer."""
+        prev = features
+        for l in range(self.layers):
+            out = []
+            for i, cell in enumerate(self.cells[l]):
+                size = prev[i].shape[-2:]
+                x = None
+                for key, align in self.edges[l][i].items():
+                    j = int(key)
+                    term = align(prev[i + EDGE_OFFSETS[j]], size) * beta_hat[l, i, j]   # Eq. 1
+                    x = term if x is None else x + term
+                out.append(cell(x, alpha_hat[l, i]))                                      # Eq. 3
+            prev = out
+        return prev

@@ -1,0 +1,106 @@
+"""Building blocks of a cell: the inverted bottleneck with an α̂-mixed depthwise "superkernel".
+
+The cell's candidate operations o_k (Eq. 3) are inverted bottlenecks (MobileNetV3-style, with
+squeeze-excitation) that differ only in the depthwise kernel size k. Because convolution is linear in its
+kernel, Σ_k α̂_k · dwconv_k(x) equals one depthwise convolution with the kernel Σ_k α̂_k · pad(W_k) —
+so the kernel mixture costs one convolution instead of three.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SE_REDUCTION = 4  # squeeze width = expanded width / 4 (MobileNetV3)
+
+
+class ConvBN(nn.Sequential):
+    """Conv (no bias) → BatchNorm → optional ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True):
+        layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+        if act:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel attention x · hardsigmoid(W2 relu(W1 mean(x)))."""
+
+    def __init__(self, channels: int, reduction: int = SE_REDUCTION):
+        super().__init__()
+        squeeze = max(1, channels // reduction)
+        self.reduce = nn.Conv2d(channels, squeeze, 1)
+        self.expand = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        return x * F.hardsigmoid(self.expand(F.relu(self.reduce(s))))
+
+
+class MixedDepthwise(nn.Module):
+    """Depthwise convolution over candidate kernel sizes, mixed as one kmax × kmax superkernel.
+
+    ``shared=True`` (default): the candidates are nested — the k×k kernel is the centre of one kmax×kmax
+    weight (Single-Path NAS), so the superkernel is W ⊙ Σ_k α̂_k·1[centre k×k]. This matches Table 3's
+    parameter counts. ``shared=False``: one weight per kernel size, zero-padded and α̂-summed.
+    """
+
+    def __init__(self, channels: int, kernel_sizes: tuple[int, ...], shared: bool = True):
+        super().__init__()
+        self.kernel_sizes = tuple(kernel_sizes)
+        self.kmax = max(self.kernel_sizes)
+        self.shared = shared or len(self.kernel_sizes) == 1
+        sizes = (self.kmax,) if self.shared else self.kernel_sizes
+        self.weights = nn.ParameterList(nn.Parameter(torch.empty(channels, 1, k, k)) for k in sizes)
+        for w in self.weights:
+            nn.init.kaiming_normal_(w, mode="fan_out")
+        centres = torch.zeros(len(self.kernel_sizes), self.kmax, self.kmax)
+        for i, k in enumerate(self.kernel_sizes):
+            p = (self.kmax - k) // 2
+            centres[i, p:p + k, p:p + k] = 1.0
+        self.register_buffer("centres", centres, persistent=False)
+
+    def superkernel(self, mix: Tensor | None) -> Tensor:
+        """The mixed kernel Σ_k mix_k · W_k (padded to kmax); the plain kernel for one candidate."""
+        if mix is None:
+            if len(self.kernel_sizes) != 1:
+                raise ValueError("a mixture weight vector is needed for several kernel sizes")
+            return self.weights[0]
+        if self.shared:
+            return self.weights[0] * torch.einsum("k,kij->ij", mix.to(self.centres.dtype), self.centres)
+        kernel = None
+        for m, w in zip(mix, self.weights):
+            p = (self.kmax - w.shape[-1]) // 2
+            term = m * (F.pad(w, (p, p, p, p)) if p else w)
+            kernel = term if kernel is None else kernel + term
+        return kernel
+
+    def forward(self, x: Tensor, mix: Tensor | None = None) -> Tensor:
+        k = self.superkernel(mix)
+        return F.conv2d(x, k, None, 1, k.shape[-1] // 2, 1, x.shape[1])
+
+
+class InvertedBottleneck(nn.Module):
+    """x + project(SE(dw(expand(x)))): the cell operation o_k of Eq. 3 (kernel given by ``mix``)."""
+
+    def __init__(self, channels: int, expansion: float, kernel_sizes: tuple[int, ...], squeeze_excite: bool = True,
+                 shared_kernels: bool = True):
+        super().__init__()
+        hidden = max(1, int(round(channels * expansion)))
+        self.expand = ConvBN(channels, hidden, 1)
+        self.dw = MixedDepthwise(hidden, kernel_sizes, shared_kernels)
+        self.dw_bn = nn.BatchNorm2d(hidden)
+        self.se = SqueezeExcite(hidden) if squeeze_excite else nn.Identity()
+        self.project = ConvBN(hidden, channels, 1, act=False)
+
+    def forward(self, x: Tensor, mix: Tensor | None = None) -> Tensor:
+        h = self.expand(x)
+        h = F.relu(self.dw_bn(self.dw(h, mix)), inplace=True)
+        return x + self.project(self.se(h))
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """Interleave channel groups so sampled and bypassed channels mix across layers (PC-DARTS)."""
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)

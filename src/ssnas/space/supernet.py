@@ -1,0 +1,171 @@
+"""The supernet: stem → backbone (Eq. 1-3) → head, with its architecture α, β kept apart from the weights.
+
+α has shape (L, 4, K) (one row of kernel logits per cell), β has shape (L, 4, 3) (one row of incoming-edge
+logits per cell; slot order: from stride s/2, s, 2s). α̂ and β̂ are computed once per forward pass.
+Discretization is expressed with masks (``edge_mask``, ``op_mask``): a masked choice gets exactly zero
+weight and the softmax renormalizes over what is kept — the trained supernet itself, not a decoded copy.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssnas.arch import masked_softmax
+from ssnas.space.backbone import LEVELS, Backbone, beta_hat, edge_valid_mask
+from ssnas.space.head import SegmentationHead
+from ssnas.space.stem import MultiScaleStem
+
+OUTPUT_STRIDE = 32      # coarsest level; inputs are padded to a multiple of it
+ARCH_INIT_STD = 1e-3    # DARTS / Auto-DeepLab initialize architecture logits near zero
+
+
+@dataclass
+class SpaceConfig:
+    """Hyperparameters of one supernet (Table 3: L, F, Exp, S)."""
+    layers: int
+    filters: int
+    expansion: float
+    sampling: float = 1.0
+    kernel_sizes: tuple = (3, 5, 7)
+    mixture: str = "kernel"
+    head_channels: int = 256
+    squeeze_excite: bool = True
+    shared_kernels: bool = True     # nested k×k centres of one kmax×kmax depthwise weight (kernel mixture)
+    num_classes: int = 19
+    in_channels: int = 3
+
+    @property
+    def widths(self) -> list[int]:
+        """C_i = F · 2^i for levels i = 0..3 (stride 4, 8, 16, 32)."""
+        return [self.filters * 2 ** i for i in range(LEVELS)]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["kernel_sizes"] = list(self.kernel_sizes)
+        return d
+
+
+class SuperNet(nn.Module):
+    def __init__(self, cfg: SpaceConfig):
+        super().__init__()
+        self.cfg = cfg
+        widths = cfg.widths
+        self.stem = MultiScaleStem(widths, cfg.in_channels)
+        self.backbone = Backbone(cfg.layers, widths, cfg.expansion, tuple(cfg.kernel_sizes), cfg.mixture,
+                                 cfg.sampling, cfg.squeeze_excite, cfg.shared_kernels)
+        self.head = SegmentationHead(widths, cfg.num_classes, cfg.head_channels)
+        k = len(cfg.kernel_sizes)
+        self.alpha = nn.Parameter(ARCH_INIT_STD * torch.randn(cfg.layers, LEVELS, k))
+        self.beta = nn.Parameter(ARCH_INIT_STD * torch.randn(cfg.layers, LEVELS, 3))
+        self.register_buffer("edge_mask", edge_valid_mask(cfg.layers))
+        self.register_buffer("op_mask", torch.ones(cfg.layers, LEVELS, k, dtype=torch.bool))
+        self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
+
+    # ----------------------------------------------------------------- architecture parameters
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alpha, self.beta]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def alpha_hat(self) -> Tensor:
+        """Softmax of α over each cell's kernels (Eq. 3's α̂), masked."""
+        return masked_softmax(self.alpha, self.op_mask)
+
+    def beta_hat(self) -> Tensor:
+        """Eq. 2, masked."""
+        return beta_hat(self.beta, self.edge_mask)
+
+    def arch_distributions(self) -> dict:
+        L, K = self.cfg.layers, len(self.cfg.kernel_sizes)
+        return {
+            "alpha": (self.alpha_hat().reshape(L * LEVELS, K), self.op_mask.reshape(L * LEVELS, K)),
+            "beta": (self.beta_hat().reshape(L * LEVELS, 3), self.edge_mask.reshape(L * LEVELS, 3)),
+        }
+
+    @property
+    def arch_frozen(self) -> bool:
+        return bool(self.frozen)
+
+    def freeze_architecture(self) -> None:
+        """Fine-tune phase: α, β stop receiving gradients (and are never stepped)."""
+        self.frozen.fill_(True)
+        for p in self.arch_parameters():
+            p.requires_grad_(False)
+
+    def unfreeze_architecture(self) -> None:
+        self.frozen.fill_(False)
+        for p in self.arch_parameters():
+            p.requires_grad_(True)
+
+    def _apply_frozen_flag(self) -> None:
+        """Keep requires_grad in line with the saved ``frozen`` buffer after loading a state dict."""
+        for p in self.arch_parameters():
+            p.requires_grad_(not self.arch_frozen)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._apply_frozen_flag()
+        return result
+
+    # ----------------------------------------------------------------- discretization
+    def discretize(self, edges_per_cell: int | None = 1, ops: bool = True) -> None:
+        """Keep the top ``edges_per_cell`` incoming edges of every cell by β̂ (None: all) and, if ``ops``,
+        the top kernel of every cell by α̂. Masked choices get weight 0; the rest are renormalized."""
+        with torch.no_grad():
+            if edges_per_cell is not None:
+                if edges_per_cell < 1:
+                    raise ValueError("edges_per_cell must be >= 1")
+                scores = self.beta_hat().masked_fill(~self.edge_mask, -1.0)
+                top = scores.topk(min(edges_per_cell, 3), dim=-1).indices
+                keep = torch.zeros_like(self.edge_mask).scatter_(-1, top, True)
+                self.edge_mask &= keep
+            if ops:
+                scores = self.alpha_hat().masked_fill(~self.op_mask, -1.0)
+                keep = torch.zeros_like(self.op_mask).scatter_(-1, scores.argmax(-1, keepdim=True), True)
+                self.op_mask &= keep
+
+    def prune_edges(self, fraction: float) -> int:
+        """Drop the ``fraction`` of currently kept edges with the weakest β̂ (§4.2).
+
+        Edges are ranked by β̂, i.e. by their relative importance within their cell (the paper's
+        approximation); a cell's last edge is never dropped. Returns the number of edges dropped."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        with torch.no_grad():
+            kept = self.edge_mask.clone()
+            target = int(round(fraction * int(kept.sum())))
+            scores = self.beta_hat()
+            flat_idx = torch.nonzero(kept.reshape(-1)).squeeze(1)
+            order = flat_idx[torch.argsort(scores.reshape(-1)[flat_idx], stable=True)]
+            per_cell = kept.sum(-1).reshape(-1)
+            dropped = 0
+            mask = kept.reshape(-1)
+            for idx in order.tolist():
+                if dropped >= target:
+                    break
+                cell = idx // 3
+                if per_cell[cell] > 1:
+                    mask[idx] = False
+                    per_cell[cell] -= 1
+                    dropped += 1
+            self.edge_mask.copy_(mask.reshape(self.edge_mask.shape))
+        return dropped
+
+    def num_edges(self) -> int:
+        return int(self.edge_mask.sum())
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % OUTPUT_STRIDE, (-w) % OUTPUT_STRIDE
+        if ph or pw:  # pad to a multiple of the coarsest stride, crop the logits back
+            x = F.pad(x, (0, pw, 0, ph))
+        a_hat, b_hat = self.alpha_hat(), self.beta_hat()   # once per forward
+        features = self.backbone(self.stem(x), a_hat, b_hat)
+        logits = self.head(features, x.shape[-2:])
+        return logits[..., :h, :w] if (ph or pw) else logits

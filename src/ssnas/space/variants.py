@@ -1,0 +1,85 @@
+"""Registry of supernet variants (Table 3), defined as data in ``configs/variants/<name>.yaml``.
+
+``create_model("small", num_classes=19)`` is the one way to build a supernet (timm's ``create_model``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+from ssnas.errors import UserError
+from ssnas.space.supernet import SpaceConfig, SuperNet
+
+VARIANTS_DIR = Path(__file__).resolve().parent.parent / "configs" / "variants"
+MIXTURES = ("kernel", "output")
+
+
+def list_variants() -> list[str]:
+    return sorted(p.stem for p in VARIANTS_DIR.glob("*.yaml"))
+
+
+def load_variant(name: str) -> dict:
+    """The variant's keys as a dict; a path to a YAML file works too."""
+    path = Path(name) if str(name).endswith((".yaml", ".yml")) else VARIANTS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"unknown variant {name!r}, expected one of {', '.join(list_variants())} or a .yaml file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise UserError(f"{path}: not valid YAML") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of variant keys")
+    data.pop("description", None)
+    data.pop("paper", None)
+    return data
+
+
+def space_config(variant: str | dict, **overrides) -> SpaceConfig:
+    """Validate a variant (+ overrides, None values ignored) into a :class:`SpaceConfig`."""
+    source = variant if isinstance(variant, str) else "variant"
+    data = dict(load_variant(variant) if isinstance(variant, str) else variant)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(SpaceConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UserError(f"{source}: unknown key {unknown[0]!r}, expected one of {', '.join(sorted(names))}")
+    for key in ("layers", "filters"):
+        if key not in data:
+            raise UserError(f"{source}: missing key {key!r}")
+    _check_int(source, "layers", data["layers"])
+    _check_int(source, "filters", data["filters"])
+    _check_int(source, "head_channels", data.get("head_channels", 256))
+    _check_int(source, "num_classes", data.get("num_classes", 19))
+    exp = data.get("expansion", 1)
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or exp <= 0:
+        raise UserError(f"{source}: expansion={exp!r}, expected a positive number")
+    s = data.get("sampling", 1.0)
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 1:
+        raise UserError(f"{source}: sampling={s!r}, expected a ratio S in (0, 1]")
+    ks = data.get("kernel_sizes", (3, 5, 7))
+    if not isinstance(ks, (list, tuple)) or not ks or any(
+            isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0 for k in ks):
+        raise UserError(f"{source}: kernel_sizes={ks!r}, expected a non-empty list of odd positive integers")
+    if data.get("mixture", "kernel") not in MIXTURES:
+        raise UserError(f"{source}: mixture={data['mixture']!r}, expected one of {', '.join(MIXTURES)}")
+    cfg = SpaceConfig(**{**data, "kernel_sizes": tuple(ks), "expansion": float(exp), "sampling": float(s)})
+    for c in cfg.widths:
+        op = c * cfg.sampling
+        if abs(op - round(op)) > 1e-9 or round(op) < 1 or c % round(op):
+            raise UserError(f"{source}: sampling={s} must split every level's width {cfg.widths} into whole, "
+                            f"equal groups (got {op:g} of {c} channels)")
+    return cfg
+
+
+def _check_int(source: str, key: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UserError(f"{source}: {key}={value!r}, expected a positive integer")
+
+
+def create_model(variant: str | dict | SpaceConfig = "small", **overrides) -> SuperNet:
+    cfg = variant if isinstance(variant, SpaceConfig) else space_config(variant, **overrides)
+    if isinstance(variant, SpaceConfig) and overrides:
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return SuperNet(cfg)
