@@ -1,0 +1,49 @@
+"""``ssnas data``: check a dataset (every problem, one per line) or write the demo dataset."""
+from __future__ import annotations
+
+import json
+import sys
+
+NAME = "data"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(NAME, help="check a dataset, or write the small demo dataset")
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    check = sub.add_parser("check", help="list every problem of a dataset (exit 2 if any), with statistics")
+    check.add_argument("path", help="dataset root (folder format or Cityscapes layout)")
+    check.add_argument("--format", choices=("folder", "cityscapes"), default=None,
+                       help="dataset format (default: detected from the layout)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--progress", action="store_true", help="show a progress bar while decoding files")
+    check.set_defaults(func=run_check)
+
+    demo = sub.add_parser("demo", help="write the small generated demo dataset (folder format)")
+    demo.add_argument("--out", required=True, help="new or empty folder to write it to (an identical demo "
+                      "dataset already there is reused)")
+    demo.add_argument("--seed", type=int, default=None, help="random seed of the generated scenes "
+                      "(default: the demo's own)")
+    demo.set_defaults(func=run_demo)
+
+
+def run_check(args) -> int:
+    from ssnas.data.check import check_dataset
+
+    report = check_dataset(args.path, format=args.format, progress=args.progress)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(report.summary_lines()))
+        for problem in report.problems:
+            print(f"ssnas: problem: {problem}", file=sys.stderr)
+    return 0 if report.ok else 2
+
+
+def run_demo(args) -> int:
+    from ssnas.data.demo import make_demo_dataset
+
+    seed = {} if args.seed is None else {"seed": args.seed}
+    root = make_demo_dataset(args.out, **seed)   # refuses a folder holding anything else
+    print(f"demo dataset ready at {root}")
+    return 0
