@@ -33,12 +33,19 @@ class ModelConfig:
     mixture: Optional[str] = None          # kernel | output
     head_channels: Optional[int] = None
     squeeze_excite: Optional[bool] = None
+    shared_kernels: Optional[bool] = None
+    init_checkpoint: Optional[str] = None    # start from this checkpoint's weights AND architecture
+    architecture_from: Optional[str] = None  # take only alpha, beta and masks from this checkpoint (fresh weights)
+    discretize_edges: Optional[int] = None   # keep the top-k incoming edges of every cell by beta-hat
+    discretize_ops: bool = False             # keep the top kernel of every cell by alpha-hat
+    prune_edges: float = 0.0                 # drop this fraction of edges with the weakest beta-hat (§4.2)
 
 
 @dataclass
 class DataConfig:
     format: str = "folder"                 # folder | cityscapes
     root: str = ""
+    make_demo: bool = False                # write the embedded demo dataset at `root` when it is missing
     train_split: str = "train"
     val_split: str = "val"
     labels: str = "fine"                   # fine | coarse | both (annotations of the training split)
@@ -111,9 +118,10 @@ class RunConfig:
     device: str = "auto"                   # auto | cpu | cuda | cuda:N
     deterministic: bool = False
     checkpoint_interval: int = 1           # epochs between checkpoints
+    keep_every: int = 0                    # also keep checkpoints/epoch_NNNN.pt every N epochs (0: never)
     tensorboard: bool = True
     progress: bool = True
-    channels_last: bool = False
+    channels_last: bool = True             # NHWC; on CPU the NCHW depthwise backward is far slower
     amp: str = "none"                      # none | bf16 | fp16
     compile: bool = False
     max_bad_steps: int = 5                 # stop after this many consecutive non-finite steps
@@ -326,6 +334,10 @@ def validate(cfg: ExperimentConfig, prefix: str = "") -> None:
             bad(f"data.{key}", "is a probability, expected a value in [0, 1]")
     if cfg.optim.lr <= 0 or cfg.arch_optim.lr <= 0:
         bad("optim.lr" if cfg.optim.lr <= 0 else "arch_optim.lr", "must be positive")
+    if not 0.0 <= cfg.model.prune_edges < 1.0:
+        bad("model.prune_edges", f"{cfg.model.prune_edges} must be a fraction in [0, 1)")
+    if cfg.model.discretize_edges is not None and not 1 <= cfg.model.discretize_edges <= 3:
+        bad("model.discretize_edges", f"{cfg.model.discretize_edges} must be 1, 2 or 3")
     if cfg.entropy.c_alpha < 0 or cfg.entropy.c_beta < 0:
         bad("entropy", "c_alpha and c_beta must be >= 0")
     if cfg.eval.interval <= 0:

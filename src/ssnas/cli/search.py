@@ -1,0 +1,69 @@
+"""`ssnas search`: run the single-stage protocol (or any configured variant of it) into an output folder."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+from ssnas.errors import UserError
+
+
+def add_config_arguments(p, required: bool = True) -> None:
+    p.add_argument("--config", required=required,
+                   help="experiment YAML (a path, or the name of a shipped config such as 'demo')")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set protocol.epochs=10 (repeatable)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="warm up, search and fine-tune a supernet (the single-stage protocol)")
+    add_config_arguments(p, required=False)
+    p.add_argument("--out", required=True, help="output folder (checkpoints, metrics, plots, summary)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (start it if there is none)")
+    p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ssnas.config import load_config
+    from ssnas.engine.trainer import Trainer
+
+    config = args.config
+    if config is None:
+        saved = Path(args.out) / "config.yaml"
+        if not (args.resume and saved.is_file()):
+            raise UserError("--config is required (or --resume with an --out folder that holds a run)")
+        config = saved
+    cfg = load_config(config, args.overrides)
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pick one")
+    summary = Trainer(cfg, args.out, resume=args.resume, overwrite=args.overwrite).run()
+    if "stopped" in summary:
+        return summary["exit_code"]
+    print_summary(summary, args.out)
+    return 0
+
+
+def print_summary(summary: dict, out: str) -> None:
+    miou = summary.get("miou")
+    lines = [f"done in {summary['wall_time_s'] / 60:.1f} min: "
+             f"mIoU {miou * 100:.1f}%" if miou is not None and not math.isnan(miou) else "done"]
+    if summary.get("class_names") and summary.get("per_class_iou"):
+        per = ", ".join(f"{n} {v * 100:.0f}" for n, v in zip(summary["class_names"], summary["per_class_iou"])
+                        if v == v)
+        lines.append(f"per-class IoU: {per}")
+    for name, e in summary.get("entropy", {}).items():
+        lines.append(f"entropy {name}: {e['start']['normalized']:.3f} -> {e['end']['normalized']:.3f} "
+                     f"(normalized, search start -> end)")
+    lines.append(f"summary: {out}/summary.json   checkpoint: {summary['checkpoint']}")
+    if summary.get("plots"):
+        lines.append("plots: " + ", ".join(summary["plots"].values()))
+    print("\n".join(lines))
+    sys.stdout.flush()
+
+
+def dump(obj) -> str:
+    return json.dumps(obj, indent=2)

@@ -1,0 +1,59 @@
+"""Time in the single-stage protocol (§3.2-3.3): phase boundaries, the entropy scaling f(t), poly LR.
+
+Epoch boundaries come from fractions of the total: warmup ends at round(warmup·E), search at
+round((warmup+search)·E); the rest is fine-tuning. Entropy regularization is active from
+round(entropy_start·E) — it only matters in the search phase, where the architecture is updated.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WARMUP, SEARCH, FINETUNE = "warmup", "search", "finetune"
+
+
+@dataclass(frozen=True)
+class Phases:
+    epochs: int
+    warmup_end: int
+    search_end: int
+    entropy_start: int
+
+    @classmethod
+    def from_config(cls, protocol) -> "Phases":
+        e = protocol.epochs
+        warmup_end = round(protocol.warmup * e)
+        search_end = min(e, round((protocol.warmup + protocol.search) * e))
+        return cls(e, warmup_end, search_end, round(protocol.entropy_start * e))
+
+    def phase(self, epoch: int) -> str:
+        if epoch < self.warmup_end:
+            return WARMUP
+        if epoch < self.search_end:
+            return SEARCH
+        return FINETUNE
+
+    def ranges(self) -> dict:
+        """{phase: [first_epoch, end_epoch)} for the phases that have epochs."""
+        spans = {WARMUP: [0, self.warmup_end], SEARCH: [self.warmup_end, self.search_end],
+                 FINETUNE: [self.search_end, self.epochs]}
+        return {k: v for k, v in spans.items() if v[1] > v[0]}
+
+
+def entropy_scale(kind: str, t: float, phases: Phases) -> float:
+    """f(t) of Eq. 4 at fractional epoch ``t``: 0 before ``entropy_start``; then ``constant`` = 1, or
+    ``linear`` rising from 0 at ``entropy_start`` to 1 at the end of the search phase."""
+    start, end = phases.entropy_start, phases.search_end
+    if t < start:
+        return 0.0
+    if kind == "constant":
+        return 1.0
+    if end <= start:
+        return 1.0
+    return min(1.0, (t - start) / (end - start))
+
+
+def poly_lr_factor(step: int, total_steps: int, power: float, base_lr: float, min_lr: float = 0.0) -> float:
+    """Multiplier of the base LR: (1 - step/total)^power, floored at min_lr."""
+    frac = min(step, total_steps) / max(1, total_steps)
+    lr = (base_lr - min_lr) * (1.0 - frac) ** power + min_lr
+    return lr / base_lr

@@ -1,0 +1,153 @@
+"""What the engine trains: a *task* couples a search space with its data and its metric.
+
+The engine (``trainer.py``) is the same for every task; the segmentation supernet and the DARTS
+classification network differ only here. A task provides:
+
+- ``build_model()`` — an ``nn.Module`` with ``arch_parameters()``, ``weight_parameters()``,
+  ``arch_distributions()``, ``freeze_architecture()``, ``arch_frozen``;
+- ``build_streams(rank, world)`` — ``{"a": BatchStream, "b": BatchStream, "finetune": BatchStream}``
+  of dict batches with ``"image"`` and ``"label"`` (``"b"`` may be None when there is no search phase);
+- ``loss(logits, batch)`` — the training criterion;
+- ``evaluate(model, rank, world)`` — a dict with ``"score"`` (higher is better) and task metrics;
+- ``describe()`` — JSON-able facts stored in checkpoints (e.g. the class table).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+
+from ssnas.engine.streams import BatchStream, collate, split_indices
+from ssnas.errors import UserError
+
+
+class SegmentationTask:
+    """The paper's task: a supernet (§3.1) on a segmentation dataset (Cityscapes or a folder dataset)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self._datasets = {}
+        self.classes = None
+
+    # ------------------------------------------------------------------ data
+    def _prepare_data(self) -> None:
+        d = self.cfg.data
+        if d.make_demo and d.root:
+            from pathlib import Path
+
+            from ssnas.data.demo import make_demo_dataset
+            if not Path(d.root).exists():
+                print(f"[ssnas] writing the embedded demo dataset to {d.root}", flush=True)
+            make_demo_dataset(d.root, seed=0)
+
+    def dataset(self, role: str):
+        """Cached datasets: 'fine', 'coarse', 'both' (train split, augmented) and 'val'."""
+        if role not in self._datasets:
+            from ssnas.data import build_dataset
+            d = self.cfg.data
+            if not self._datasets:
+                self._prepare_data()
+            if role == "val":
+                ds = build_dataset(d, d.val_split, train=False, labels="fine")
+            else:
+                ds = build_dataset(d, d.train_split, train=True, labels=role)
+            if len(ds) == 0:
+                raise UserError(f"{d.root}: split {d.val_split if role == 'val' else d.train_split!r} "
+                                f"({role}) holds no image/label pairs")
+            self._datasets[role] = ds
+            self.classes = ds.classes
+        return self._datasets[role]
+
+    def num_classes(self) -> int:
+        return self.dataset("val").classes.num_classes
+
+    def build_streams(self, rank: int = 0, world: int = 1) -> dict:
+        p, d = self.cfg.protocol, self.cfg.data
+        pin = torch.cuda.is_available()
+
+        def stream(labels, indices_of, name):
+            if labels == "none":
+                return None
+            ds = self.dataset(labels)
+            idx = indices_of(len(ds))
+            return BatchStream(ds, idx, d.batch_size, self.cfg.seed, name, d.workers, rank, world, pin)
+
+        a = stream(p.weight_labels, lambda n: split_indices(n, p.split, self.cfg.seed)[0], "A")
+        b = None
+        if p.search > 0:
+            b = stream(p.arch_labels, lambda n: split_indices(n, p.split, self.cfg.seed)[1], "B")
+        if a is None:
+            raise UserError("protocol.weight_labels: 'none' leaves the weights without data, expected fine, "
+                            "coarse or both")
+        if p.search > 0 and b is None:
+            raise UserError("protocol.arch_labels: 'none' leaves the architecture without data during the "
+                            "search phase, expected fine, coarse or both")
+        # Table 7: with fine+coarse weights, the fine-tune phase uses the fine labels only.
+        finetune = a
+        if p.weight_labels == "both":
+            finetune = stream("fine", lambda n: split_indices(n, p.split, self.cfg.seed)[0], "finetune")
+        return {"a": a, "b": b, "finetune": finetune}
+
+    # ------------------------------------------------------------------ model
+    def build_model(self):
+        from ssnas.engine.checkpoint import load_checkpoint
+        from ssnas.space.variants import create_model
+
+        m = self.cfg.model
+        overrides = {k: getattr(m, k) for k in ("layers", "filters", "expansion", "sampling", "kernel_sizes",
+                                                "mixture", "head_channels", "squeeze_excite", "shared_kernels")}
+        model = create_model(m.variant, num_classes=self.num_classes(), **overrides)
+        if m.init_checkpoint:
+            payload = load_checkpoint(m.init_checkpoint)
+            _load_into(model, payload["model"], m.init_checkpoint, arch_only=False)
+        if m.architecture_from:
+            payload = load_checkpoint(m.architecture_from)
+            _load_into(model, payload["model"], m.architecture_from, arch_only=True)
+        if m.discretize_edges is not None or m.discretize_ops:
+            model.discretize(edges_per_cell=m.discretize_edges, ops=m.discretize_ops)
+        if m.prune_edges > 0:
+            model.prune_edges(m.prune_edges)
+        return model
+
+    # ------------------------------------------------------------------ objective and metric
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(logits, batch["label"], ignore_index=self.cfg.data.ignore_index)
+
+    def val_loader(self, rank: int = 0, world: int = 1) -> DataLoader:
+        ds = self.dataset("val")
+        n = len(ds) if self.cfg.eval.max_images is None else min(len(ds), self.cfg.eval.max_images)
+        shard = list(range(rank, n, world))
+        return DataLoader(Subset(ds, shard), batch_size=self.cfg.data.eval_batch_size,
+                          num_workers=min(self.cfg.data.workers, 2), collate_fn=collate)
+
+    def evaluate(self, model, rank: int = 0, world: int = 1, **kwargs) -> dict:
+        from ssnas.evaluation.inference import evaluate
+        e = self.cfg.eval
+        r = evaluate(model, self.val_loader(rank, world), self.num_classes(), scales=tuple(e.scales), flip=e.flip,
+                     ignore_index=self.cfg.data.ignore_index, **kwargs)
+        return {"score": r["miou"], **r}
+
+    def describe(self) -> dict:
+        c = self.dataset("val").classes
+        return {"classes": {"names": list(c.names), "colors": [list(map(int, col)) for col in c.colors],
+                            "ignore_index": int(c.ignore_index)}}
+
+
+def _load_into(model, state: dict, source: str, arch_only: bool) -> None:
+    """Copy a checkpoint's weights and/or architecture (alpha, beta, masks) into ``model``."""
+    keys = ("alpha", "beta", "edge_mask", "op_mask")
+    if arch_only:
+        own = model.state_dict()
+        for k in keys:
+            if k not in state or state[k].shape != own[k].shape:
+                raise UserError(f"{source}: its architecture ({k}) does not fit model {model.cfg.layers} layers x "
+                                f"{len(model.cfg.kernel_sizes)} kernels, expected the same search space")
+        with torch.no_grad():
+            for k in keys:
+                own[k].copy_(state[k])
+        return
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"{source}: weights do not fit this model ({str(exc).splitlines()[0][:160]})") from None
+    model.unfreeze_architecture()  # the protocol of this run decides when the architecture is frozen

@@ -1,0 +1,418 @@
+"""The one training engine: the single-stage searching protocol (§3.2-3.3).
+
+    warmup   — weights only, on batches from A;
+    search   — per iteration: update w by ∇_w L_A on a batch from A (SGD), then α, β by
+               ∇_{α,β} (L_B + L_ent) on a *separate* batch from B (Adam);
+    finetune — architecture frozen, weights only (the supernet is the final model: no decoding).
+
+A classic search-only run is ``finetune: 0``; a fixed-architecture (re)training is ``warmup: 0,
+search: 0, finetune: 1`` (with ``model.architecture_from`` / ``discretize_*`` for the two-stage
+baseline); DARTS is another task. Everything is configuration of this loop.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssnas.arch import arch_entropies, entropy_loss
+from ssnas.config import config_hash, to_dict
+from ssnas.engine import distributed
+from ssnas.engine.checkpoint import load_checkpoint, save_checkpoint
+from ssnas.engine.logger import RunLogger
+from ssnas.engine.rundir import RunDir
+from ssnas.engine.schedule import FINETUNE, SEARCH, WARMUP, Phases, entropy_scale, poly_lr_factor
+from ssnas.errors import UserError
+
+
+class RunStopped(UserError):
+    """The run stopped itself (diverged); the last good checkpoint is intact."""
+
+
+class Trainer:
+    def __init__(self, cfg, out_dir: str | Path, task=None, resume: bool = False, overwrite: bool = False,
+                 hooks=()):
+        from ssnas.engine.task import SegmentationTask
+
+        self.cfg = cfg
+        self.task = task if task is not None else SegmentationTask(cfg)
+        self.run_dir = RunDir(out_dir)
+        self.resume, self.overwrite = resume, overwrite
+        self.hooks = list(hooks)
+        self.phases = Phases.from_config(cfg.protocol)
+        self._stop_signal = None
+
+    # ================================================================== set-up
+    def _setup(self) -> None:
+        cfg = self.cfg
+        self.ctx = distributed.init(cfg.run.device)
+        self.device = self.ctx.device
+        if cfg.run.threads and self.device.type == "cpu":
+            torch.set_num_threads(cfg.run.threads)
+        if cfg.run.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        has_ckpt = False
+        if self.ctx.is_main:
+            has_ckpt = self.run_dir.prepare(cfg, self.resume, self.overwrite)
+        has_ckpt = distributed.broadcast_flag(has_ckpt, self.ctx)
+        seed_everything(cfg.seed)  # identical initial weights and α, β on every rank
+        model = self.task.build_model()
+        model = distributed.convert_batchnorm(model, self.ctx).to(self.device)
+        if cfg.run.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.forward_model = distributed.wrap_ddp(model, self.ctx)
+        if cfg.run.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        o, a = cfg.optim, cfg.arch_optim
+        self.opt_w = torch.optim.SGD(model.weight_parameters(), lr=o.lr, momentum=o.momentum,
+                                     weight_decay=o.weight_decay, nesterov=o.nesterov)
+        self.opt_a = torch.optim.Adam(model.arch_parameters(), lr=a.lr, betas=tuple(a.betas),
+                                      weight_decay=a.weight_decay)
+        self.streams = self.task.build_streams(self.ctx.rank, self.ctx.world)
+        p = cfg.protocol
+        self.iters = p.iters_per_epoch or self.streams["a"].batches_per_pass
+        self.total_steps = p.epochs * self.iters
+        self.state = {"epoch": 0, "iter": 0, "step": 0, "bad_steps": 0, "skipped_steps": 0,
+                      "best_score": -math.inf, "acc": {}, "entropy_search_start": None,
+                      "entropy_search_end": None, "wall_time": 0.0, "initial_entropy": arch_entropies(model)}
+        # mixed precision: bf16 autocast (CPU or CUDA) or fp16 with a gradient scaler (CUDA)
+        amp = cfg.run.amp
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" and self.device.type == "cuda" else None
+        if has_ckpt:
+            self._load(self.run_dir.last)
+        self.logger = RunLogger(self.run_dir.path, self.ctx.is_main, cfg.run.tensorboard, cfg.run.progress,
+                                self.total_steps, self.state["step"])
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    # ================================================================== steps
+    def _to_device(self, batch: dict) -> dict:
+        out = dict(batch)
+        for k in ("image", "label"):
+            out[k] = batch[k].to(self.device, non_blocking=True)
+        if self.cfg.run.channels_last:
+            out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
+        return out
+
+    def _set_lr(self) -> tuple[float, float]:
+        o = self.cfg.optim
+        lr = o.lr * poly_lr_factor(self.state["step"], self.total_steps, o.poly_power, o.lr, o.min_lr)
+        for g in self.opt_w.param_groups:
+            g["lr"] = lr
+        return lr, self.cfg.arch_optim.lr
+
+    def weight_step(self, batch: dict) -> float | None:
+        """w ← w − lr·∇_w L_A (SGD); returns the loss, or None if the step was skipped as non-finite."""
+        model, arch = self.model, self.model.arch_parameters()
+        model.train()
+        saved = [p.requires_grad for p in arch]
+        for p in arch:  # no architecture gradients in the weight step
+            p.requires_grad_(False)
+        try:
+            with self._autocast():
+                logits = self.forward_model(batch["image"])
+                loss = self.task.loss(logits.float(), batch)
+            self.opt_w.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.opt_w)
+            else:
+                loss.backward()
+        finally:
+            for p, s in zip(arch, saved):
+                p.requires_grad_(s)
+        clip = self.cfg.optim.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(model.weight_parameters(), clip if clip else math.inf)
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            self.opt_w.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.update()
+            return None
+        if self.scaler is not None:
+            self.scaler.step(self.opt_w)
+            self.scaler.update()
+        else:
+            self.opt_w.step()
+        return float(loss.detach())
+
+    def arch_step(self, batch: dict, f_t: float) -> tuple[float, float] | None:
+        """α, β ← Adam(∇_{α,β} [L_B + c·f(t)·H]) on a separate batch; gradients averaged over ranks."""
+        model, arch = self.model, self.model.arch_parameters()
+        e = self.cfg.entropy
+        model.train()
+        with self._autocast():
+            logits = model(batch["image"])
+            loss = self.task.loss(logits.float(), batch)
+        ent = entropy_loss(model, e.c_alpha, e.c_beta, f_t, e.reduction).to(loss.device)
+        total = loss + ent
+        grads = torch.autograd.grad(total, arch, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(arch, grads)]
+        grads = distributed.average_gradients(grads, self.ctx)
+        finite = torch.isfinite(total) and all(torch.isfinite(g).all() for g in grads)
+        if not finite:
+            return None
+        self.opt_a.zero_grad(set_to_none=True)
+        for p, g in zip(arch, grads):
+            p.grad = g
+        self.opt_a.step()
+        return float(loss.detach()), float(ent.detach())
+
+    # ================================================================== loop
+    def run(self) -> dict:
+        self._install_signal_handlers()
+        try:
+            self._setup()
+            return self._loop()
+        finally:
+            self._restore_signal_handlers()
+            if hasattr(self, "logger"):
+                self.logger.close()
+            self.run_dir.unlock()
+            distributed.cleanup(getattr(self, "ctx", None))
+
+    def _loop(self) -> dict:
+        cfg, st, ph = self.cfg, self.state, self.phases
+        started = time.time() - st["wall_time"]
+        record = None
+        if cfg.run.keep_every and st["step"] == 0:
+            self._save(self.run_dir.checkpoints / "epoch_0000.pt")
+        while st["epoch"] < ph.epochs:
+            epoch = st["epoch"]
+            phase = ph.phase(epoch)
+            if phase == SEARCH and st["entropy_search_start"] is None:
+                st["entropy_search_start"] = arch_entropies(self.model)
+            if phase == FINETUNE and not self.model.arch_frozen:
+                if st["entropy_search_end"] is None and ph.search_end > ph.warmup_end:
+                    st["entropy_search_end"] = arch_entropies(self.model)
+                self.model.freeze_architecture()
+            stream_w = self.streams["finetune"] if phase == FINETUNE else self.streams["a"]
+            epoch_start = time.time()
+            while st["iter"] < self.iters:
+                t = epoch + st["iter"] / self.iters
+                lr, arch_lr = self._set_lr()
+                loss_w = self.weight_step(self._to_device(stream_w.next()))
+                self._account("loss_w", loss_w)
+                f_t = 0.0
+                if phase == SEARCH and not self.model.arch_frozen:
+                    f_t = entropy_scale(cfg.entropy.scaling, t, ph)
+                    out = self.arch_step(self._to_device(self.streams["b"].next()), f_t)
+                    self._account("loss_a", None if out is None else out[0])
+                    if out is not None:
+                        self._add("entropy_loss", out[1])
+                st["iter"] += 1
+                st["step"] += 1
+                self.logger.step(f"{phase} {epoch + 1}/{ph.epochs}",
+                                 {"loss": f"{st['acc'].get('loss_w', [0, 1])[0] / max(1, st['acc'].get('loss_w', [0, 1])[1]):.3f}"})
+                if self._stop_signal is not None:
+                    return self._stop_now()
+            st["epoch"] += 1
+            st["iter"] = 0
+            record = self._end_epoch(epoch, phase, lr, arch_lr, f_t, time.time() - epoch_start)
+            st["wall_time"] = time.time() - started
+            if st["epoch"] % cfg.run.checkpoint_interval == 0 or st["epoch"] == ph.epochs:
+                self._save(self.run_dir.last)
+            if cfg.run.keep_every and st["epoch"] % cfg.run.keep_every == 0:
+                self._save(self.run_dir.checkpoints / f"epoch_{st['epoch']:04d}.pt")
+        if ph.search_end > ph.warmup_end and ph.search_end == ph.epochs and st["entropy_search_end"] is None:
+            st["entropy_search_end"] = arch_entropies(self.model)
+        return self._finish(record)
+
+    def _account(self, key: str, value: float | None) -> None:
+        """Sum a step's loss into the epoch's accumulators, or count a skipped (non-finite) step."""
+        st = self.state
+        if value is None:
+            st["skipped_steps"] += 1
+            st["bad_steps"] += 1
+            self.logger.message(f"[ssnas] non-finite {key} at step {st['step']}: step skipped "
+                                f"({st['bad_steps']} in a row)")
+            if st["bad_steps"] >= self.cfg.run.max_bad_steps:
+                raise RunStopped(f"{st['bad_steps']} non-finite steps in a row at epoch {st['epoch'] + 1} "
+                                 f"(run.max_bad_steps={self.cfg.run.max_bad_steps}); stopped, the last good "
+                                 f"checkpoint {self.run_dir.last} is intact — lower optim.lr or check the data")
+            return
+        st["bad_steps"] = 0
+        self._add(key, value)
+
+    def _add(self, key: str, value: float) -> None:
+        acc = self.state["acc"].setdefault(key, [0.0, 0])
+        acc[0] += value
+        acc[1] += 1
+
+    def _end_epoch(self, epoch: int, phase: str, lr: float, arch_lr: float, f_t: float, seconds: float) -> dict:
+        cfg, st = self.cfg, self.state
+        means = {k: distributed.mean_scalar(s / max(1, n), self.ctx) for k, (s, n) in st["acc"].items()}
+        st["acc"] = {}
+        record = {"epoch": epoch + 1, "phase": phase, "lr": lr,
+                  "arch_lr": arch_lr if phase == SEARCH else 0.0, "entropy_scale": f_t,
+                  **means, "entropy": arch_entropies(self.model), "skipped_steps": st["skipped_steps"],
+                  "time": seconds}
+        if (epoch + 1) % cfg.eval.interval == 0 or epoch + 1 == self.phases.epochs:
+            metrics = self.task.evaluate(self.model, self.ctx.rank, self.ctx.world)
+            record.update({k: v for k, v in metrics.items() if k != "score"})
+            record["score"] = metrics["score"]
+            if self.ctx.is_main and metrics["score"] > st["best_score"]:
+                st["best_score"] = metrics["score"]
+                self._save(self.run_dir.best)
+        for hook in self.hooks:
+            extra = hook(self, epoch, record)
+            if extra:
+                record.update(extra)
+        self.logger.log(record, st["step"])
+        score = f" score {record['score']:.4f}" if "score" in record else ""
+        ents = " ".join(f"H({k}) {v['normalized']:.3f}" for k, v in record["entropy"].items())
+        self.logger.message(f"epoch {epoch + 1}/{self.phases.epochs} {phase:<8} loss_w "
+                            f"{record.get('loss_w', math.nan):.4f}{score} {ents} ({seconds:.1f}s)")
+        self.last_record = record
+        return record
+
+    # ================================================================== checkpoints
+    def _payload(self) -> dict:
+        st = dict(self.state)
+        return {
+            "space": self.model.cfg.to_dict() if hasattr(self.model.cfg, "to_dict") else dict(self.model.cfg),
+            **self.task.describe(),
+            "model": self.model.state_dict(),
+            "config": to_dict(self.cfg),
+            "config_hash": config_hash(self.cfg),
+            "train": {
+                "optim_w": self.opt_w.state_dict(),
+                "optim_a": self.opt_a.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "state": st,
+                "streams": {k: s.state_dict() for k, s in self.streams.items() if s is not None},
+                "rng": rng_state(),
+            },
+        }
+
+    def _save(self, path: Path) -> None:
+        if self.ctx.is_main:
+            save_checkpoint(path, self._payload())
+        distributed.barrier(self.ctx)
+
+    def _load(self, path: Path) -> None:
+        payload = load_checkpoint(path, map_location=self.device)
+        if payload.get("config_hash") != config_hash(self.cfg):
+            raise UserError(f"{path}: checkpoint of a different config, expected the run's own config")
+        try:
+            self.model.load_state_dict(payload["model"])
+        except RuntimeError as exc:
+            raise UserError(f"{path}: weights do not fit this model ({str(exc).splitlines()[0][:160]})") from None
+        train = payload["train"]
+        self.opt_w.load_state_dict(train["optim_w"])
+        self.opt_a.load_state_dict(train["optim_a"])
+        if self.scaler is not None and train.get("scaler"):
+            self.scaler.load_state_dict(train["scaler"])
+        self.state.update(train["state"])
+        for k, s in self.streams.items():
+            if s is not None and k in train["streams"]:
+                s.load_state_dict(train["streams"][k])
+        set_rng_state(train["rng"])
+
+    def _stop_now(self) -> dict:
+        self._save(self.run_dir.last)
+        name = signal.Signals(self._stop_signal).name
+        self.logger.message(f"[ssnas] {name}: checkpoint written at epoch {self.state['epoch'] + 1}, step "
+                            f"{self.state['step']}; continue with --resume")
+        return {"stopped": name, "exit_code": 128 + int(self._stop_signal)}
+
+    # ================================================================== the end
+    def _finish(self, record: dict | None) -> dict:
+        st = self.state
+        final = record if record is not None and "score" in record else None
+        if final is None:
+            metrics = self.task.evaluate(self.model, self.ctx.rank, self.ctx.world)
+            final = {k: v for k, v in metrics.items()}
+        summary = {
+            "score": final.get("score"),
+            "miou": final.get("miou"),
+            "per_class_iou": final.get("per_class_iou"),
+            "class_names": self.task.describe().get("classes", {}).get("names"),
+            "best_score": st["best_score"],
+            "phases": self.phases.ranges(),
+            "epochs": self.phases.epochs,
+            "steps": st["step"],
+            "skipped_steps": st["skipped_steps"],
+            "entropy": _entropy_summary(st),
+            "wall_time_s": st["wall_time"],
+            "config_hash": config_hash(self.cfg),
+            "checkpoint": str(self.run_dir.last),
+        }
+        if self.ctx.is_main:
+            (self.run_dir.path / "summary.json").write_text(json.dumps(summary, indent=2))
+            try:
+                from ssnas.engine.plots import plot_run
+                summary["plots"] = plot_run(self.run_dir, self.model, self.phases)
+            except Exception as exc:  # plots are a convenience: never lose a finished run over them
+                self.logger.message(f"[ssnas] plots failed: {exc}")
+        return summary
+
+    # ================================================================== signals
+    def _install_signal_handlers(self) -> None:
+        self._old_handlers = {}
+
+        def handler(signum, frame):
+            if self._stop_signal is not None:  # second signal: give up at once
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old_handlers[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def _restore_signal_handlers(self) -> None:
+        for sig, old in getattr(self, "_old_handlers", {}).items():
+            signal.signal(sig, old)
+
+
+def _entropy_summary(st: dict) -> dict:
+    """Entropy of each architecture distribution at the start and the end of the search phase (Table 1)."""
+    start = st.get("entropy_search_start") or st.get("initial_entropy") or {}
+    end = st.get("entropy_search_end") or start
+    return {name: {"start": start[name], "end": end.get(name, start[name])} for name in start}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+        "python": _python_state_to_plain(random.getstate()),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _python_state_to_plain(s):
+    version, internal, gauss = s
+    return [version, list(internal), gauss]

@@ -1,0 +1,178 @@
+"""The single-stage protocol end to end on the smoke config, and the engine's parts."""
+import json
+
+import pytest
+import torch
+
+from ssnas.cli import main
+from ssnas.config import load_config
+from ssnas.engine.checkpoint import load_checkpoint
+from ssnas.engine.schedule import Phases, entropy_scale, poly_lr_factor
+from ssnas.engine.streams import BatchStream, split_indices
+from ssnas.engine.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    from ssnas.data.demo import make_demo_dataset
+    root = tmp_path_factory.mktemp("data") / "demo"
+    make_demo_dataset(root, seed=0, n_train=8, n_val=4, size=(64, 128))
+    return root
+
+
+@pytest.fixture(scope="module")
+def smoke_run(demo_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    code = main(["search", "--config", "smoke", "--out", str(out), "--set", f"data.root={demo_root}",
+                 "--set", "run.keep_every=1"])
+    assert code == 0
+    return out
+
+
+def _state(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_three_phases_update_the_right_parameters(smoke_run):
+    states = [_state(smoke_run / "checkpoints" / f"epoch_{e:04d}.pt") for e in range(4)]
+    phases = ["warmup", "search", "finetune"]
+    for e, phase in enumerate(phases):
+        before, after = states[e], states[e + 1]
+        arch_changed = any(not torch.equal(before[k], after[k]) for k in ("alpha", "beta"))
+        assert arch_changed == (phase == "search"), phase
+        weights = [k for k in before if k not in ("alpha", "beta") and before[k].is_floating_point()
+                   and "running" not in k]
+        assert any(not torch.equal(before[k], after[k]) for k in weights), phase
+        conv = "stem.branches.0.0.0.weight"
+        assert not torch.equal(before[conv], after[conv]), phase
+    assert bool(states[3]["frozen"]) and not bool(states[2]["frozen"])
+
+
+def test_metrics_summary_and_plots(smoke_run):
+    records = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["warmup", "search", "finetune"]
+    for r in records:
+        assert r["loss_w"] > 0 and "lr" in r and "time" in r and "miou" in r
+        assert set(r["entropy"]) == {"alpha", "beta"}
+        assert 0 <= r["entropy"]["beta"]["normalized"] <= 1
+    assert "loss_a" in records[1] and "entropy_loss" in records[1] and "loss_a" not in records[0]
+    assert records[2]["lr"] < records[0]["lr"]  # poly schedule
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    for key in ("miou", "per_class_iou", "phases", "entropy", "wall_time_s", "config_hash"):
+        assert key in summary
+    assert summary["phases"] == {"warmup": [0, 1], "search": [1, 2], "finetune": [2, 3]}
+    assert summary["entropy"]["alpha"]["start"]["raw"] != summary["entropy"]["alpha"]["end"]["raw"]
+    for name in ("entropy", "training", "architecture"):
+        assert (smoke_run / "plots" / f"{name}.png").stat().st_size > 1000
+    assert any((smoke_run / "tb").iterdir())
+    assert (smoke_run / "checkpoints" / "best.pt").is_file()
+
+
+def test_out_dir_with_a_run_is_refused_and_untouched(smoke_run, demo_root, capsys):
+    before = (smoke_run / "metrics.jsonl").read_bytes()
+    code = main(["search", "--config", "smoke", "--out", str(smoke_run), "--set", f"data.root={demo_root}",
+                 "--set", "protocol.epochs=6"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "Traceback" not in err
+    assert (smoke_run / "metrics.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize("override,match", [
+    ("protocol.split=random", "protocol.split"),
+    ("protocol.bogus=1", "unknown key"),
+    ("protocol.warmup=0.5", "warmup + search + finetune"),
+    ("entropy.scaling=cubic", "entropy.scaling"),
+    ("data.crop_size=[0,64]", "data.crop_size"),
+    ("model.variant=nope", "unknown variant"),
+    ("data.root=/nonexistent/dataset", "/nonexistent/dataset"),
+])
+def test_bad_config_one_line_exit_2(override, match, tmp_path, demo_root, capsys):
+    argv = ["search", "--config", "smoke", "--out", str(tmp_path / "run"), "--set", f"data.root={demo_root}",
+            "--set", override]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ssnas: error:") and match in err and len(err.splitlines()) == 1
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["search", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_phase_boundaries_and_entropy_scaling():
+    cfg = load_config(None, ["protocol.epochs=20"])
+    ph = Phases.from_config(cfg.protocol)
+    assert (ph.warmup_end, ph.search_end, ph.entropy_start) == (1, 8, 3)
+    assert [ph.phase(e) for e in (0, 1, 7, 8, 19)] == ["warmup", "search", "search", "finetune", "finetune"]
+    assert entropy_scale("constant", 2.9, ph) == 0.0 and entropy_scale("constant", 3.0, ph) == 1.0
+    assert entropy_scale("linear", 3.0, ph) == 0.0
+    assert entropy_scale("linear", 5.5, ph) == pytest.approx(0.5)
+    assert entropy_scale("linear", 9.0, ph) == 1.0
+    assert poly_lr_factor(0, 100, 0.9, 0.1) == 1.0 and poly_lr_factor(100, 100, 0.9, 0.1) == 0.0
+    assert poly_lr_factor(50, 100, 1.0, 0.1) == pytest.approx(0.5)
+
+
+def test_split_modes():
+    a, b = split_indices(10, "split", seed=3)
+    assert not set(a) & set(b) and len(a) == len(b) == 5
+    a2, b2 = split_indices(10, "half", seed=3)
+    assert a2 == b2 == a
+    a3, b3 = split_indices(10, "joint", seed=3)
+    assert a3 == b3 == list(range(10))
+
+
+class _Items(torch.utils.data.Dataset):
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return {"image": torch.tensor([float(i)]), "label": torch.tensor(i)}
+
+
+def test_batch_stream_resumes_exactly():
+    def take(stream, n):
+        return [stream.next()["label"].tolist() for _ in range(n)]
+
+    s1 = BatchStream(_Items(), range(10), 3, seed=0, name="A")
+    ref = take(s1, 7)  # crosses a pass boundary (3 batches per pass)
+    s2 = BatchStream(_Items(), range(10), 3, seed=0, name="A")
+    first = take(s2, 4)
+    state = s2.state_dict()
+    s3 = BatchStream(_Items(), range(10), 3, seed=0, name="A")
+    s3.load_state_dict(state)
+    assert first + take(s3, 3) == ref
+    other = BatchStream(_Items(), range(10), 3, seed=0, name="B")
+    assert take(other, 3) != ref[:3]  # A and B draw separately
+    # under DDP, ranks get disjoint shards of each global batch
+    r0 = BatchStream(_Items(), range(10), 2, seed=0, name="A", rank=0, world=2)
+    r1 = BatchStream(_Items(), range(10), 2, seed=0, name="A", rank=1, world=2)
+    for _ in range(2):
+        assert not set(r0.next()["label"].tolist()) & set(r1.next()["label"].tolist())
+
+
+def test_entropy_regularization_lowers_entropy(demo_root, tmp_path):
+    from ssnas.arch import arch_entropies
+    cfg = load_config("smoke", [f"data.root={demo_root}", "entropy.c_alpha=50.0", "entropy.c_beta=50.0",
+                                "arch_optim.lr=0.1"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer._setup()
+    try:
+        before = arch_entropies(trainer.model)
+        batch = trainer._to_device(trainer.streams["b"].next())
+        for _ in range(3):
+            trainer.arch_step(batch, 1.0)
+        after = arch_entropies(trainer.model)
+    finally:
+        trainer.run_dir.unlock()
+    assert after["alpha"]["raw"] < before["alpha"]["raw"] - 0.01
+    assert after["beta"]["raw"] < before["beta"]["raw"] - 0.01
+
+
+def test_evaluate_command(smoke_run, demo_root, capsys):
+    assert main(["evaluate", "--checkpoint", str(smoke_run / "checkpoints" / "last.pt"),
+                 "--set", f"data.root={demo_root}", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert out["miou"] == pytest.approx(summary["miou"], abs=1e-9)
+    assert len(out["per_class_iou"]) == 9
