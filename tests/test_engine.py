@@ -176,3 +176,36 @@ def test_evaluate_command(smoke_run, demo_root, capsys):
     summary = json.loads((smoke_run / "summary.json").read_text())
     assert out["miou"] == pytest.approx(summary["miou"], abs=1e-9)
     assert len(out["per_class_iou"]) == 9
+
+
+def test_predict_writes_masks_overlays_and_labels(smoke_run, demo_root, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+    val = demo_root / "images" / "val"
+    out = tmp_path / "pred"
+    assert main(["predict", str(val), "--checkpoint", str(smoke_run), "--out", str(out)]) == 0
+    names = sorted(p.stem for p in val.iterdir())
+    for n in names:
+        label = np.asarray(Image.open(out / f"{n}_label.png"))
+        color = np.asarray(Image.open(out / f"{n}_color.png"))
+        image = np.asarray(Image.open(val / f"{n}.png"))
+        assert label.shape == image.shape[:2] and label.max() < 9
+        assert color.shape == image.shape
+        assert (out / f"{n}_overlay.png").is_file()
+    # the label PNG is the argmax of the model on the normalized image
+    from ssnas.data import build_dataset
+    from ssnas.engine.checkpoint import load_model
+    model, payload = load_model(smoke_run / "checkpoints" / "last.pt")
+    cfg = load_config(None, {**payload["config"], "data": {**payload["config"]["data"], "root": str(demo_root)}})
+    ds = build_dataset(cfg.data, "val", train=False)
+    i = ds.names.index(names[0])
+    with torch.no_grad():
+        ref = model.eval()(ds[i]["image"][None]).argmax(1)[0].numpy()
+    assert (np.asarray(Image.open(out / f"{names[0]}_label.png")) == ref).mean() > 0.999
+    # a second call refuses to overwrite, and leaves the outputs as they were
+    before = (out / f"{names[0]}_label.png").read_bytes()
+    assert main(["predict", str(val), "--checkpoint", str(smoke_run), "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert (out / f"{names[0]}_label.png").read_bytes() == before
+    assert main(["predict", str(tmp_path / "missing.png"), "--checkpoint", str(smoke_run), "--out",
+                 str(out)]) == 2
