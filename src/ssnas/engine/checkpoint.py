@@ -65,6 +65,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         path = path / "last.pt" if (path / "last.pt").is_file() else path / "checkpoints" / "last.pt"
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a readable checkpoint (not a torch.save zip archive: corrupted, truncated "
+                        f"or another format)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
