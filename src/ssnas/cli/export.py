@@ -1,0 +1,69 @@
+"""`ssnas export`: fold a trained supernet into a plain network and write it as a torch or ONNX file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ssnas.cli.profile import parse_size
+from ssnas.errors import UserError
+
+FORMATS = ("torch", "onnx")
+DEFAULT_INPUT_SIZE = "512x1024"   # traced / checked input (any size runs afterwards)
+CHECK_TOLERANCE = 1e-4            # max |ONNX Runtime − torch| accepted for the written file
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="fold a trained supernet (alpha, beta, BN) into a deployable torch/ONNX file")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder (its last.pt)")
+    p.add_argument("--out", required=True, help="output file (.pt for torch, .onnx for onnx)")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="torch (weights-only file, load with ssnas.export.load_fused) or onnx; "
+                        "default: from the --out suffix")
+    p.add_argument("--input-size", default=DEFAULT_INPUT_SIZE,
+                   help=f"HxW of the input used to trace and check (default {DEFAULT_INPUT_SIZE})")
+    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
+                   help="ONNX exporter (auto: dynamo, torchscript if it fails)")
+    p.add_argument("--static", action="store_true", help="ONNX: fixed input size instead of dynamic H, W, batch")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ssnas.engine.checkpoint import load_model
+    from ssnas.export import fuse_supernet, save_fused
+
+    out = Path(args.out)
+    fmt = args.format or ("onnx" if out.suffix.lower() == ".onnx" else "torch")
+    size = parse_size(args.input_size)
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder, expected a file path")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"--out {out}: exists, expected a new path (or pass --overwrite)")
+    model, payload = load_model(args.checkpoint)
+    model.eval()
+    if not model.arch_frozen:
+        print("note: the architecture is not frozen (no fine-tuning yet); exporting the current alpha, beta")
+    fused = fuse_supernet(model)
+    x = torch.randn(1, model.cfg.in_channels, *size)
+    with torch.no_grad():
+        diff = float((fused(x) - model(x)).abs().max())
+    print(f"fused: {_count(model)} -> {_count(fused)} parameters, {model.num_edges()} -> "
+          f"{sum(len(c['edges']) for row in fused.spec['cells'] for c in row if c)} edges; "
+          f"max |fused - supernet| = {diff:.2e}")
+    if fmt == "torch":
+        save_fused(fused, out, payload.get("classes"))
+        print(f"wrote {out} (load: ssnas.export.load_fused({str(out)!r}))")
+        return 0
+    from ssnas.export.onnx import check_onnx, export_onnx
+
+    used = export_onnx(fused, out, size, dynamic=not args.static, exporter=args.exporter)
+    err = check_onnx(out, fused, x)
+    print(f"wrote {out} ({used} exporter); max |onnxruntime - torch| = {err:.2e}")
+    if err > CHECK_TOLERANCE:
+        raise UserError(f"--out {out}: ONNX Runtime differs from torch by {err:.2e} > {CHECK_TOLERANCE:g}")
+    return 0
+
+
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
