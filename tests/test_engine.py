@@ -13,14 +13,6 @@ from ssnas.engine.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    from ssnas.data.demo import make_demo_dataset
-    root = tmp_path_factory.mktemp("data") / "demo"
-    make_demo_dataset(root, seed=0, n_train=8, n_val=4, size=(64, 128))
-    return root
-
-
-@pytest.fixture(scope="module")
 def smoke_run(demo_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "smoke"
     code = main(["search", "--config", "smoke", "--out", str(out), "--set", f"data.root={demo_root}",
