@@ -86,6 +86,7 @@ class OptimConfig:
     min_lr: float = 0.0
     grad_clip: Optional[float] = None
     nesterov: bool = False
+    schedule: str = "poly"                 # poly | cosine (RobustDARTS: lr → min_lr along half a cosine)
 
 
 @dataclass
@@ -126,12 +127,34 @@ class RunConfig:
     compile: bool = False
     max_bad_steps: int = 5                 # stop after this many consecutive non-finite steps
     threads: Optional[int] = None          # torch.set_num_threads on CPU
+    hessian_every: int = 0                 # segmentation: eigenvalue of ∇²_{α,β} L_B every k epochs (0: off)
+
+
+@dataclass
+class DartsConfig:
+    """DARTS / RobustDARTS search (§4.5, Fig. 4; read when ``task: darts``); defaults are RobustDARTS's."""
+    space: str = "darts"                   # darts | s1 | s2 | s3 | s4
+    channels: int = 16
+    layers: int = 8                        # >= 3, else no normal cell
+    topology: str = "none"                 # none | dots (DOTS pair topology, temperature 10 → 0.02)
+    dataset: str = "cifar10"               # cifar10 | digits | fashion-mnist
+    data_root: str = ""                    # cifar10: the cifar-10-batches-py folder
+    batch_size: int = 64
+    hessian_every: int = 0                 # dominant eigenvalue of ∇²_α L_valid every k epochs (0: off)
+    hessian_batch: int = 64                # images of the fixed validation batch
+    hessian_method: str = "auto"           # auto | exact | power (exact above 128 dims falls back to power)
+    early_stop: bool = False               # DARTS-ES: stop when the local-average eigenvalue grows > factor
+    early_stop_factor: float = 1.3         # RobustDARTS: λ̄(now) / λ̄(earlier) > 1.3 (i.e. earlier/now < 0.75)
+    early_stop_window: int = 5             # λ̄: mean of this many consecutive measurements
+    early_stop_delta: int = 4              # "earlier" = this many measurements before now
+    early_stop_start: int = 10             # the earlier λ̄'s epoch must be >= this
 
 
 @dataclass
 class ExperimentConfig:
     name: str = "experiment"
     seed: int = 0
+    task: str = "segmentation"             # segmentation | darts
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
@@ -140,6 +163,7 @@ class ExperimentConfig:
     entropy: EntropyConfig = field(default_factory=EntropyConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    darts: DartsConfig = field(default_factory=DartsConfig)
     study: dict = field(default_factory=dict)   # free-form section read by `ssnas study`
 
 
@@ -153,6 +177,12 @@ CHOICES = {
     "entropy.scaling": ("constant", "linear"),
     "entropy.reduction": ("mean", "sum"),
     "run.amp": ("none", "bf16", "fp16"),
+    "task": ("segmentation", "darts"),
+    "optim.schedule": ("poly", "cosine"),
+    "darts.space": ("darts", "s1", "s2", "s3", "s4"),   # = ssnas.darts.genotypes.SPACES (a test checks)
+    "darts.topology": ("none", "dots"),
+    "darts.dataset": ("cifar10", "digits", "fashion-mnist"),
+    "darts.hessian_method": ("auto", "exact", "power"),
 }
 
 
@@ -294,6 +324,7 @@ def _load_with_base(path: Path, seen: tuple = ()) -> dict:
     if path.resolve() in seen:
         raise UserError(f"{path}: circular 'base:' chain")
     data = read_yaml(path)
+    data.pop("_meta", None)  # a run folder's config.yaml carries its hash there (rundir.py): not a setting
     base = data.pop("base", None)
     if base is None:
         return data
@@ -344,6 +375,23 @@ def validate(cfg: ExperimentConfig, prefix: str = "") -> None:
         bad("eval.interval", "must be a positive integer")
     if not cfg.eval.scales or any(s <= 0 for s in cfg.eval.scales):
         bad("eval.scales", "must be a non-empty list of positive scales")
+    if cfg.run.hessian_every < 0:
+        bad("run.hessian_every", f"{cfg.run.hessian_every} must be >= 0 (0: off)")
+    _validate_darts(cfg.darts, bad)
+
+
+def _validate_darts(g: "DartsConfig", bad) -> None:
+    for key in ("channels", "batch_size", "hessian_batch", "early_stop_window", "early_stop_delta"):
+        if getattr(g, key) <= 0:
+            bad(f"darts.{key}", f"{getattr(g, key)} must be a positive integer")
+    if g.layers < 3:
+        bad("darts.layers", f"{g.layers} leaves no normal cell, expected >= 3")
+    if g.hessian_every < 0:
+        bad("darts.hessian_every", f"{g.hessian_every} must be >= 0 (0: off)")
+    if g.early_stop and g.hessian_every == 0:
+        bad("darts.early_stop", "needs the eigenvalue, expected darts.hessian_every > 0")
+    if g.early_stop_factor <= 1.0:
+        bad("darts.early_stop_factor", f"{g.early_stop_factor} must be > 1")
 
 
 def config_hash(cfg: ExperimentConfig) -> str:

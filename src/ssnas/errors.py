@@ -14,3 +14,13 @@ def require(condition: bool, message: str) -> None:
     """Raise :class:`UserError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise UserError(message)
+
+
+def one_line(exc: UserError) -> UserError:
+    """A UserError raised in a DataLoader worker reaches the main process with the worker's whole traceback
+    as its text (torch re-raises it that way): keep the last line, the one-line message."""
+    lines = str(exc).strip().splitlines()
+    if len(lines) < 2:
+        return exc
+    kind, _, message = lines[-1].partition(": ")
+    return type(exc)(message if kind.endswith(type(exc).__name__) else lines[-1])

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from ssnas.errors import UserError
+from ssnas.errors import UserError, one_line
 
 # Module names under ssnas.cli, in the order `ssnas --help` lists them.
 COMMANDS = [
@@ -22,7 +22,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors in one line with exit status 2 (argparse's own status)."""
 
     def error(self, message):  # pragma: no cover - exercised through the CLI tests
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        command = self.prog.removeprefix("ssnas").strip()
+        self.exit(2, f"ssnas: error: {command + ': ' if command else ''}{message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"ssnas: error: {exc}", file=sys.stderr)
+        print(f"ssnas: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ssnas: interrupted", file=sys.stderr)

@@ -1,8 +1,8 @@
 """`ssnas search`: run the single-stage protocol (or any configured variant of it) into an output folder."""
 from __future__ import annotations
 
-import json
 import math
+import os
 import sys
 
 from ssnas.errors import UserError
@@ -43,14 +43,23 @@ def run(args) -> int:
     summary = Trainer(cfg, args.out, resume=args.resume, overwrite=args.overwrite).run()
     if "stopped" in summary:
         return summary["exit_code"]
-    print_summary(summary, args.out)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary
+        print_summary(summary, args.out)
     return 0
 
 
 def print_summary(summary: dict, out: str) -> None:
-    miou = summary.get("miou")
-    lines = [f"done in {summary['wall_time_s'] / 60:.1f} min: "
-             f"mIoU {miou * 100:.1f}%" if miou is not None and not math.isnan(miou) else "done"]
+    miou, acc = summary.get("miou"), summary.get("accuracy")
+    if miou is not None and not math.isnan(miou):
+        lines = [f"done in {summary['wall_time_s'] / 60:.1f} min: mIoU {miou * 100:.1f}%"]
+    elif acc is not None:  # DARTS
+        lines = [f"done in {summary['wall_time_s'] / 60:.1f} min: test accuracy {acc * 100:.1f}%"]
+    else:
+        lines = ["done"]
+    if summary.get("early_stop"):
+        stop = summary["early_stop"]
+        lines.append(f"DARTS-ES stopped the search at epoch {stop['epoch']}; the architecture to keep is the genotype "
+                     f"of epoch {stop['rollback_epoch']} in {out}/metrics.jsonl")
     if summary.get("class_names") and summary.get("per_class_iou"):
         per = ", ".join(f"{n} {v * 100:.0f}" for n, v in zip(summary["class_names"], summary["per_class_iou"])
                         if v == v)
@@ -64,6 +73,3 @@ def print_summary(summary: dict, out: str) -> None:
     print("\n".join(lines))
     sys.stdout.flush()
 
-
-def dump(obj) -> str:
-    return json.dumps(obj, indent=2)

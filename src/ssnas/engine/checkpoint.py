@@ -13,6 +13,7 @@ numbers, strings), so it loads with ``torch.load(weights_only=True)``: a file ca
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tempfile
@@ -54,8 +55,16 @@ def atomic_write_bytes(path: str | Path, write) -> None:
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Serialize in memory first: torch's writer turns a failed file write (a full disk) into an opaque
+    RuntimeError, while a plain ``write`` reports ENOSPC; a failure is one line and the old file stays."""
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    try:
+        atomic_write_bytes(path, lambda f: f.write(buffer.getbuffer()))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write the checkpoint ({exc.strerror or exc}); the previous one is "
+                        f"intact, expected free space and a writable folder") from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -83,12 +83,35 @@ def broadcast_flag(flag: bool, ctx: Context) -> bool:
     return bool(t.item())
 
 
+def any_rank(flag: bool, ctx: Context) -> bool:
+    """True on every rank when it is True on any (e.g. a signal that reached only some processes)."""
+    if not ctx.distributed:
+        return flag
+    t = torch.tensor([int(flag)], device=ctx.device if ctx.device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def mean_scalar(value: float, ctx: Context) -> float:
     if not ctx.distributed:
         return value
     t = torch.tensor([value], dtype=torch.float64, device=ctx.device if ctx.device.type == "cuda" else "cpu")
     dist.all_reduce(t)
     return float(t.item()) / ctx.world
+
+
+def world_size() -> int:
+    """Processes in the running group (1 without torch.distributed)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """A detached copy of ``t`` summed over all processes (``t`` itself when running alone)."""
+    if world_size() == 1:
+        return t
+    t = t.detach().clone()
+    dist.all_reduce(t)
+    return t
 
 
 def average_gradients(grads: list, ctx: Context) -> list:
@@ -160,6 +183,9 @@ def wrap_ddp(model: nn.Module, ctx: Context) -> nn.Module:
 
     arch = {id(p) for p in model.arch_parameters()}
     ignore = [n for n, p in model.named_parameters() if id(p) in arch]
+    # DDP's reducer spells a root-level parameter ".alpha" (f"{module_name}.{name}" with module_name ""),
+    # its parameter list "alpha": give both, or α, β stay in the reducer and the 2nd weight step fails.
+    ignore += ["." + n for n in ignore if "." not in n]
     DDP._set_params_and_buffers_to_ignore_for_model(model, ignore)
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return DDP(model, device_ids=ids, broadcast_buffers=False)

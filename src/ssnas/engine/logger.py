@@ -58,6 +58,16 @@ class RunLogger:
             self.writer.close()
 
 
+def keep_records(path: str | Path, epochs: int) -> None:
+    """Keep the records of the first ``epochs`` epochs: a killed run may have logged an epoch that its
+    last checkpoint does not hold, and the resumed run logs that epoch again."""
+    from ssnas.engine.checkpoint import atomic_write_bytes
+
+    if Path(path).is_file():
+        kept = [r for r in read_metrics(path) if r.get("epoch", 0) <= epochs]
+        atomic_write_bytes(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
+
+
 def read_metrics(path: str | Path) -> list[dict]:
     """The records of a ``metrics.jsonl`` (a torn last line from a killed run is ignored)."""
     records = []

@@ -59,6 +59,8 @@ class RunDir:
             if saved != h:
                 raise UserError(f"{self.path}: holds a run with a different config (hash {saved}, this one {h}); "
                                 f"resume it with its own config ({self.path / 'config.yaml'}) or use another --out")
+            for stale in self.checkpoints.glob(".*.tmp"):  # a write cut off by a kill (we hold the lock)
+                stale.unlink()
             return self.last.is_file()
         if others and not overwrite:
             what = "a run" if saved is not None else "other files"
@@ -76,7 +78,11 @@ class RunDir:
         return False
 
     def lock(self) -> None:
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # e.g. root in a read-only folder, which os.access calls writable
+            raise UserError(f"{self.path}: cannot create files in the output folder ({exc.strerror}), "
+                            f"expected a writable folder") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

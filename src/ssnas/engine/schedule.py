@@ -6,6 +6,7 @@ round(entropy_start·E) — it only matters in the search phase, where the archi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 WARMUP, SEARCH, FINETUNE = "warmup", "search", "finetune"
@@ -56,4 +57,12 @@ def poly_lr_factor(step: int, total_steps: int, power: float, base_lr: float, mi
     """Multiplier of the base LR: (1 - step/total)^power, floored at min_lr."""
     frac = min(step, total_steps) / max(1, total_steps)
     lr = (base_lr - min_lr) * (1.0 - frac) ** power + min_lr
+    return lr / base_lr
+
+
+def cosine_lr_factor(step: int, total_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
+    """Multiplier of the base LR along half a cosine, base_lr at step 0 to min_lr at the end (SGDR without
+    restarts, as DARTS/RobustDARTS search: 0.025 → 0.001); per step here, per epoch in DARTS."""
+    frac = min(step, total_steps) / max(1, total_steps)
+    lr = min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * frac))
     return lr / base_lr

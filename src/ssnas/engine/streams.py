@@ -75,9 +75,13 @@ class BatchStream:
 
     def _start(self):
         batches = self._pass_batches(self.pass_index)[self.consumed:]
+        # an own generator: starting an iterator draws a seed from it, not from the global RNG, so a
+        # resumed run (which starts an extra iterator mid-pass) keeps the RNG of an uninterrupted one
         loader = DataLoader(SeededSamples(self.dataset), batch_sampler=batches, num_workers=self.workers,
                             collate_fn=collate, pin_memory=self.pin_memory,
-                            persistent_workers=False)
+                            persistent_workers=False,
+                            generator=torch.Generator().manual_seed(stable_seed(self.seed, self.name,
+                                                                                self.pass_index)))
         self._iter = iter(loader)
 
     def next(self) -> dict:

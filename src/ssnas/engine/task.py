@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
+from ssnas.engine import distributed
 from ssnas.engine.streams import BatchStream, collate, split_indices
 from ssnas.errors import UserError
 
@@ -111,14 +112,26 @@ class SegmentationTask:
 
     # ------------------------------------------------------------------ objective and metric
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        return F.cross_entropy(logits, batch["label"], ignore_index=self.cfg.data.ignore_index)
+        """Cross-entropy averaged over the valid pixels of the whole (global) batch.
+
+        Under DDP the ranks' gradients are averaged, and ranks hold different numbers of ignore pixels:
+        each rank's summed loss is divided by the global count / world, so the average is exactly the
+        one-process mean over the doubled batch (a per-rank mean would weight pixels unequally)."""
+        label, ignore = batch["label"], self.cfg.data.ignore_index
+        world = distributed.world_size()
+        if world == 1:
+            return F.cross_entropy(logits, label, ignore_index=ignore)
+        total = F.cross_entropy(logits, label, ignore_index=ignore, reduction="sum")
+        count = distributed.sum_over_ranks((label != ignore).sum().to(total.dtype))
+        return total * world / count
 
     def val_loader(self, rank: int = 0, world: int = 1) -> DataLoader:
         ds = self.dataset("val")
         n = len(ds) if self.cfg.eval.max_images is None else min(len(ds), self.cfg.eval.max_images)
         shard = list(range(rank, n, world))
         return DataLoader(Subset(ds, shard), batch_size=self.cfg.data.eval_batch_size,
-                          num_workers=min(self.cfg.data.workers, 2), collate_fn=collate)
+                          num_workers=min(self.cfg.data.workers, 2), collate_fn=collate,
+                          generator=torch.Generator())  # leaves the global RNG alone (see streams.py)
 
     def evaluate(self, model, rank: int = 0, world: int = 1, **kwargs) -> dict:
         from ssnas.evaluation.inference import evaluate

@@ -26,10 +26,11 @@ from ssnas.arch import arch_entropies, entropy_loss
 from ssnas.config import config_hash, to_dict
 from ssnas.engine import distributed
 from ssnas.engine.checkpoint import load_checkpoint, save_checkpoint
-from ssnas.engine.logger import RunLogger
+from ssnas.engine.logger import RunLogger, keep_records
 from ssnas.engine.rundir import RunDir
-from ssnas.engine.schedule import FINETUNE, SEARCH, WARMUP, Phases, entropy_scale, poly_lr_factor
-from ssnas.errors import UserError
+from ssnas.engine.schedule import (FINETUNE, SEARCH, WARMUP, Phases, cosine_lr_factor, entropy_scale,
+                                   poly_lr_factor)
+from ssnas.errors import UserError, one_line
 
 
 class RunStopped(UserError):
@@ -42,10 +43,14 @@ class Trainer:
         from ssnas.engine.task import SegmentationTask
 
         self.cfg = cfg
+        if task is None and cfg.task == "darts":
+            from ssnas.darts.task import DartsTask
+            task = DartsTask(cfg)
         self.task = task if task is not None else SegmentationTask(cfg)
         self.run_dir = RunDir(out_dir)
         self.resume, self.overwrite = resume, overwrite
-        self.hooks = list(hooks)
+        from ssnas.engine.tracking import default_hooks
+        self.hooks = list(hooks) + default_hooks(cfg, self.task)  # the task's + Hessian tracking (config)
         self.phases = Phases.from_config(cfg.protocol)
         self._stop_signal = None
 
@@ -90,6 +95,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" and self.device.type == "cuda" else None
         if has_ckpt:
             self._load(self.run_dir.last)
+        if self.resume and self.ctx.is_main:
+            keep_records(self.run_dir.path / "metrics.jsonl", self.state["epoch"])
         self.logger = RunLogger(self.run_dir.path, self.ctx.is_main, cfg.run.tensorboard, cfg.run.progress,
                                 self.total_steps, self.state["step"])
 
@@ -109,7 +116,10 @@ class Trainer:
 
     def _set_lr(self) -> tuple[float, float]:
         o = self.cfg.optim
-        lr = o.lr * poly_lr_factor(self.state["step"], self.total_steps, o.poly_power, o.lr, o.min_lr)
+        if o.schedule == "cosine":
+            lr = o.lr * cosine_lr_factor(self.state["step"], self.total_steps, o.lr, o.min_lr)
+        else:
+            lr = o.lr * poly_lr_factor(self.state["step"], self.total_steps, o.poly_power, o.lr, o.min_lr)
         for g in self.opt_w.param_groups:
             g["lr"] = lr
         return lr, self.cfg.arch_optim.lr
@@ -118,6 +128,7 @@ class Trainer:
         """w ← w − lr·∇_w L_A (SGD); returns the loss, or None if the step was skipped as non-finite."""
         model, arch = self.model, self.model.arch_parameters()
         model.train()
+        buffers = self._snapshot_buffers()
         saved = [p.requires_grad for p in arch]
         for p in arch:  # no architecture gradients in the weight step
             p.requires_grad_(False)
@@ -136,8 +147,10 @@ class Trainer:
                 p.requires_grad_(s)
         clip = self.cfg.optim.grad_clip
         norm = torch.nn.utils.clip_grad_norm_(model.weight_parameters(), clip if clip else math.inf)
-        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+        finite, value = to_host(torch.isfinite(loss.detach()) & torch.isfinite(norm), loss)  # the step's one sync
+        if not finite:
             self.opt_w.zero_grad(set_to_none=True)
+            self._restore_buffers(buffers)
             if self.scaler is not None:
                 self.scaler.update()
             return None
@@ -146,13 +159,24 @@ class Trainer:
             self.scaler.update()
         else:
             self.opt_w.step()
-        return float(loss.detach())
+        return value
+
+    def _snapshot_buffers(self) -> list:
+        """Copies of the BN running statistics: a skipped step's forward pass (which may have met an inf or
+        NaN) must not reach them either."""
+        return [b.detach().clone() for b in self.model.buffers()]
+
+    def _restore_buffers(self, saved: list) -> None:
+        with torch.no_grad():
+            for b, s in zip(self.model.buffers(), saved):
+                b.copy_(s)
 
     def arch_step(self, batch: dict, f_t: float) -> tuple[float, float] | None:
         """α, β ← Adam(∇_{α,β} [L_B + c·f(t)·H]) on a separate batch; gradients averaged over ranks."""
         model, arch = self.model, self.model.arch_parameters()
         e = self.cfg.entropy
         model.train()
+        buffers = self._snapshot_buffers()
         with self._autocast():
             logits = model(batch["image"])
             loss = self.task.loss(logits.float(), batch)
@@ -161,14 +185,18 @@ class Trainer:
         grads = torch.autograd.grad(total, arch, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(arch, grads)]
         grads = distributed.average_gradients(grads, self.ctx)
-        finite = torch.isfinite(total) and all(torch.isfinite(g).all() for g in grads)
+        finite = torch.isfinite(total.detach())
+        for g in grads:
+            finite = finite & torch.isfinite(g).all()
+        finite, loss_value, ent_value = to_host(finite, loss, ent)  # the step's one host-device sync
         if not finite:
+            self._restore_buffers(buffers)
             return None
         self.opt_a.zero_grad(set_to_none=True)
         for p, g in zip(arch, grads):
             p.grad = g
         self.opt_a.step()
-        return float(loss.detach()), float(ent.detach())
+        return loss_value, ent_value
 
     # ================================================================== loop
     def run(self) -> dict:
@@ -176,6 +204,8 @@ class Trainer:
         try:
             self._setup()
             return self._loop()
+        except UserError as exc:  # one line, also when a DataLoader worker raised it
+            raise one_line(exc) from None
         finally:
             self._restore_signal_handlers()
             if hasattr(self, "logger"):
@@ -189,8 +219,11 @@ class Trainer:
         record = None
         if cfg.run.keep_every and st["step"] == 0:
             self._save(self.run_dir.checkpoints / "epoch_0000.pt")
-        while st["epoch"] < ph.epochs:
+        while st["epoch"] < ph.epochs and not st.get("early_stop"):
             epoch = st["epoch"]
+            for hook in self.hooks:  # e.g. DOTS's temperature for this epoch (also on resume)
+                if hasattr(hook, "epoch_start"):
+                    hook.epoch_start(self, epoch)
             phase = ph.phase(epoch)
             if phase == SEARCH and st["entropy_search_start"] is None:
                 st["entropy_search_start"] = arch_entropies(self.model)
@@ -216,16 +249,21 @@ class Trainer:
                 st["step"] += 1
                 self.logger.step(f"{phase} {epoch + 1}/{ph.epochs}",
                                  {"loss": f"{st['acc'].get('loss_w', [0, 1])[0] / max(1, st['acc'].get('loss_w', [0, 1])[1]):.3f}"})
-                if self._stop_signal is not None:
+                # all ranks stop at the same step (the checkpoint's barrier), whichever got the signal;
+                # in an epoch's last step, only after the epoch's bookkeeping (below)
+                if st["iter"] < self.iters and distributed.any_rank(self._stop_signal is not None, self.ctx):
                     return self._stop_now()
             st["epoch"] += 1
             st["iter"] = 0
             record = self._end_epoch(epoch, phase, lr, arch_lr, f_t, time.time() - epoch_start)
             st["wall_time"] = time.time() - started
-            if st["epoch"] % cfg.run.checkpoint_interval == 0 or st["epoch"] == ph.epochs:
+            if st["epoch"] % cfg.run.checkpoint_interval == 0 or st["epoch"] == ph.epochs or st.get("early_stop"):
                 self._save(self.run_dir.last)
             if cfg.run.keep_every and st["epoch"] % cfg.run.keep_every == 0:
                 self._save(self.run_dir.checkpoints / f"epoch_{st['epoch']:04d}.pt")
+            if (st["epoch"] < ph.epochs and not st.get("early_stop")
+                    and distributed.any_rank(self._stop_signal is not None, self.ctx)):
+                return self._stop_now()
         if ph.search_end > ph.warmup_end and ph.search_end == ph.epochs and st["entropy_search_end"] is None:
             st["entropy_search_end"] = arch_entropies(self.model)
         return self._finish(record)
@@ -263,7 +301,8 @@ class Trainer:
             metrics = self.task.evaluate(self.model, self.ctx.rank, self.ctx.world)
             record.update({k: v for k, v in metrics.items() if k != "score"})
             record["score"] = metrics["score"]
-            if self.ctx.is_main and metrics["score"] > st["best_score"]:
+            # every rank decides (the metrics are reduced, so all agree): _save holds a barrier
+            if metrics["score"] > st["best_score"]:
                 st["best_score"] = metrics["score"]
                 self._save(self.run_dir.best)
         for hook in self.hooks:
@@ -323,6 +362,7 @@ class Trainer:
 
     def _stop_now(self) -> dict:
         self._save(self.run_dir.last)
+        self._stop_signal = self._stop_signal or signal.SIGTERM  # a rank the signal did not reach
         name = signal.Signals(self._stop_signal).name
         self.logger.message(f"[ssnas] {name}: checkpoint written at epoch {self.state['epoch'] + 1}, step "
                             f"{self.state['step']}; continue with --resume")
@@ -338,6 +378,7 @@ class Trainer:
         summary = {
             "score": final.get("score"),
             "miou": final.get("miou"),
+            "accuracy": final.get("accuracy"),   # classification tasks (DARTS)
             "per_class_iou": final.get("per_class_iou"),
             "class_names": self.task.describe().get("classes", {}).get("names"),
             "best_score": st["best_score"],
@@ -345,6 +386,7 @@ class Trainer:
             "epochs": self.phases.epochs,
             "steps": st["step"],
             "skipped_steps": st["skipped_steps"],
+            "early_stop": st.get("early_stop"),   # set by a hook (DARTS-ES, engine/tracking.py)
             "entropy": _entropy_summary(st),
             "wall_time_s": st["wall_time"],
             "config_hash": config_hash(self.cfg),
@@ -384,6 +426,13 @@ def _entropy_summary(st: dict) -> dict:
     start = st.get("entropy_search_start") or st.get("initial_entropy") or {}
     end = st.get("entropy_search_end") or start
     return {name: {"start": start[name], "end": end.get(name, start[name])} for name in start}
+
+
+def to_host(*values: torch.Tensor) -> list:
+    """Scalars of several device tensors in ONE transfer (each ``float(t)`` on CUDA is a sync of its own);
+    bool-typed inputs come back as bools."""
+    flat = torch.stack([v.detach().reshape(()).to(torch.float64) for v in values]).tolist()
+    return [bool(x) if v.dtype == torch.bool else x for v, x in zip(values, flat)]
 
 
 def seed_everything(seed: int) -> None:

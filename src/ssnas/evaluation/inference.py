@@ -91,4 +91,4 @@ def evaluate(model, loader, num_classes: int, scales=(1.0,), flip: bool = False,
     finally:
         model.train(was_training)
     matrix.reduce_()
-    return {**matrix.compute(), "images": images}
+    return {**matrix.compute(), "images": int(matrix.reduce_count(images))}

@@ -49,6 +49,15 @@ class ConfusionMatrix:
             dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
         return self
 
+    def reduce_count(self, count: int) -> int:
+        """A per-process count summed over all processes (like :meth:`reduce_`)."""
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            t = torch.tensor([count], dtype=torch.int64, device=self.matrix.device)
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            return int(t.item())
+        return count
+
     def iou(self) -> torch.Tensor:
         """Per-class IoU as float64, NaN where the class is absent from target and prediction."""
         m = self.matrix.double()

@@ -25,7 +25,10 @@ class ConvBN(nn.Sequential):
 
 
 class SqueezeExcite(nn.Module):
-    """Channel attention x · hardsigmoid(W2 relu(W1 mean(x)))."""
+    """Channel attention x · hardsigmoid(W2 relu(W1 mean(x))).
+
+    hardsigmoid is written as relu6(x + 3) / 6 (the same function): torch's ``hardsigmoid`` has no second
+    derivative, and the Hessian tracking of α, β (``engine/tracking.py``) differentiates twice."""
 
     def __init__(self, channels: int, reduction: int = SE_REDUCTION):
         super().__init__()
@@ -35,7 +38,7 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         s = x.mean((2, 3), keepdim=True)
-        return x * F.hardsigmoid(self.expand(F.relu(self.reduce(s))))
+        return x * (F.relu6(self.expand(F.relu(self.reduce(s))) + 3.0) / 6.0)
 
 
 class MixedDepthwise(nn.Module):
