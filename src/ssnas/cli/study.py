@@ -1,0 +1,30 @@
+"""`ssnas study NAME`: run one of the paper's studies (its sub-runs, tables, figures, verdict) into a folder."""
+from __future__ import annotations
+
+from ssnas.cli.search import add_config_arguments
+
+
+def register(sub) -> None:
+    from ssnas.studies import STUDIES
+
+    p = sub.add_parser("study", help="run one of the paper's studies and write its report (tables, figures)")
+    p.add_argument("name", metavar="NAME", help=f"the study: {', '.join(STUDIES)}")
+    add_config_arguments(p, required=True)
+    p.add_argument("--out", required=True,
+                   help="results folder; finished sub-runs in it are reused, partial ones resumed")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ssnas.config import load_config
+    from ssnas.studies import get_study, run_study
+
+    get_study(args.name)  # an unknown name fails before anything is read or written
+    cfg = load_config(args.config, args.overrides)
+    results = run_study(args.name, cfg, args.out, progress=lambda msg: print(f"[study] {msg}", flush=True))
+    runs = results["runs"]
+    print(f"{results['title']}: {len(runs['started'])} sub-runs run, {len(runs['reused'])} reused, "
+          f"{results['wall_time_s'] / 60:.1f} min")
+    print(results["verdict"])
+    print(f"report: {args.out}/report.md   table: {args.out}/results.csv")
+    return 0

@@ -1,0 +1,65 @@
+"""The paper's studies (§4.2-4.5), each one module run by ``ssnas study NAME``.
+
+A study module provides ``TITLE`` (str), ``run(cfg, out_dir, progress) -> dict`` and
+``verdict(results) -> str``. ``run`` trains its sub-runs through :class:`ssnas.studies.common.StudyDir`
+and returns JSON-able results with at least ``paper`` (what the paper reports), ``markdown`` (tables laid
+out like the paper's), ``rows`` (for ``results.csv``) and ``figures`` (PNG names in ``out_dir``).
+``verdict`` states, from the numbers, whether the paper's trend held. Adding a study: one module and one
+line in ``STUDIES``.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from pathlib import Path
+
+from ssnas.errors import UserError
+
+# name → module under ssnas.studies
+STUDIES = {
+    "discretization": "ssnas.studies.discretization",   # Fig. 2a, 2b
+    "entropy": "ssnas.studies.entropy",                 # Table 2, Fig. 3
+    "entropy-table": "ssnas.studies.entropy_table",     # Table 1
+    "two-stage": "ssnas.studies.two_stage",             # Tables 4, 6
+    "splits": "ssnas.studies.splits",                   # Table 7
+    "hessian": "ssnas.studies.hessian",                 # Fig. 4
+}
+
+
+def get_study(name: str):
+    if name not in STUDIES:
+        raise UserError(f"study {name!r}: unknown, expected one of {', '.join(STUDIES)}")
+    return importlib.import_module(STUDIES[name])
+
+
+def run_study(name: str, cfg, out_dir: str | Path, progress=print) -> dict:
+    """Run study ``name`` into ``out_dir`` and write report.md, results.csv and results.json there."""
+    from ssnas.config import dump_config
+    from ssnas.studies.common import StudyDir, write_csv
+
+    module = get_study(name)
+    study_dir = StudyDir(out_dir, progress)
+    fresh = study_dir.claim(name, cfg)
+    start = time.time()
+    try:
+        results = module.run(cfg, study_dir, progress)
+    except UserError:
+        if fresh:
+            study_dir.release()  # a config mistake: leave no folder that would refuse the corrected config
+        raise
+    results.update(study=name, title=module.TITLE, wall_time_s=time.time() - start,
+                   train_time_s=study_dir.train_time_s,
+                   runs={"started": list(study_dir.started), "reused": list(study_dir.reused)})
+    results["verdict"] = module.verdict(results)
+    out = study_dir.path
+    write_csv(out / "results.csv", results["rows"])
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    report = [f"# {module.TITLE}", "", f"**Paper:** {results['paper']}", "", results["markdown"], ""]
+    report += [f"![{fig}]({fig})" for fig in results["figures"]]
+    report += ["", "## Verdict", "", results["verdict"], "",
+               f"Sub-runs: {len(study_dir.started)} run now, {len(study_dir.reused)} reused; the exact config of "
+               f"each is in `configs/<name>.yaml`, its run in `runs/<name>/`.", "",
+               "## Study config", "", "```yaml", dump_config(cfg).rstrip(), "```", ""]
+    (out / "report.md").write_text("\n".join(report))
+    return results

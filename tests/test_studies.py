@@ -1,0 +1,186 @@
+"""The paper's studies end to end on a tiny configuration: reports, tables, reuse and refusals.
+
+``demo_root`` (conftest) is the small demo dataset: 8 train / 4 val frames of 64x128."""
+import csv
+import json
+
+import pytest
+import torch
+import yaml
+
+from ssnas.cli import main
+from ssnas.engine.checkpoint import load_checkpoint
+
+# Tiny everything: 1 step per epoch, 2 images per batch, 64x128 crops, evaluation on 2 images.
+TINY = {"model": {"variant": "tiny"},
+        "data": {"format": "folder", "crop_size": [64, 128], "scale_range": [0.75, 1.25], "batch_size": 2,
+                 "eval_batch_size": 2, "workers": 0},
+        "protocol": {"epochs": 3, "warmup": 1 / 3, "search": 1 / 3, "finetune": 1 / 3, "entropy_start": 1 / 3,
+                     "iters_per_epoch": 1},
+        "optim": {"lr": 0.01}, "eval": {"interval": 1000, "max_images": 2},
+        "run": {"device": "cpu", "tensorboard": False, "progress": False, "threads": 1}}
+SEARCH = {"epochs": 2, "warmup": 0.5, "search": 0.5, "finetune": 0.0, "entropy_start": 0.5}
+STUDY = {
+    "discretization": {"magnitudes": {"none": 0.0, "high": 1.0}, "prune_fractions": [0.5],
+                       "search_protocol": SEARCH, "finetune_protocol": {"epochs": 1}},
+    "entropy": {"magnitudes": {"none": 0.0, "high": 1.0}, "scalings": ["constant", "linear"], "seeds": [0]},
+    "entropy-table": {"seeds": [0], "search_protocol": SEARCH},
+    "two-stage": {"seeds": [0], "search_protocol": SEARCH, "retrain_epochs": 2, "flops_size": [64, 128]},
+    "splits": {"rows": ["split", "coarse-weights"], "seeds": [0]},
+}
+
+
+@pytest.fixture(scope="module")
+def configs(demo_root, tmp_path_factory):
+    """One tiny config file per study."""
+    folder = tmp_path_factory.mktemp("configs")
+    out = {}
+    for name, study in STUDY.items():
+        data = {**TINY, "name": name, "study": study}
+        data["data"] = {**TINY["data"], "root": str(demo_root)}
+        out[name] = folder / f"{name}.yaml"
+        out[name].write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def _study(name, config, folder, *sets):
+    return main(["study", name, "--config", str(config), "--out", str(folder)]
+                + [a for s in sets for a in ("--set", s)])
+
+
+@pytest.fixture(scope="module")
+def studies(configs, tmp_path_factory):
+    """Every study run once into its own folder (shared by the tests below)."""
+    base = tmp_path_factory.mktemp("studies")
+    out = {}
+    for name, config in configs.items():
+        out[name] = base / name
+        assert _study(name, config, out[name]) == 0, name
+    return out
+
+
+def _results(folder):
+    return json.loads((folder / "results.json").read_text())
+
+
+def _csv(folder):
+    with open(folder / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_discretization_curves_and_report(studies):
+    folder = studies["discretization"]
+    rows = _csv(folder)
+    assert [(r["magnitude"], float(r["fraction"])) for r in rows] == [
+        ("none", 0.0), ("none", 0.5), ("high", 0.0), ("high", 0.5)]
+    # tiny: 2 layers x (2+3+3+2) = 20 edges; dropping half leaves 10, no cell without an edge
+    assert [int(r["edges"]) for r in rows] == [20, 10, 20, 10]
+    for r in rows:
+        assert 0.0 <= float(r["miou_pruned"]) <= 1.0 and 0.0 <= float(r["miou_finetuned"]) <= 1.0
+    # the fine-tune started from the supernet with its weakest edges dropped
+    ft = load_checkpoint(folder / "runs" / "finetune-high-50" / "checkpoints" / "last.pt")
+    assert int(ft["model"]["edge_mask"].sum()) == 10 and ft["config"]["model"]["prune_edges"] == 0.5
+    report = (folder / "report.md").read_text()
+    assert "Fig. 2a" in report and "Fig. 2b" in report and "| none (0) |" in report
+    assert "could not be judged" in report and "```yaml" in report  # tiny: every mIoU equal
+    assert (folder / "fig2_discretization.png").stat().st_size > 1000
+    assert (folder / "configs" / "supernet-high.yaml").is_file()
+
+
+def test_entropy_table2_shares_the_unregularized_run(studies):
+    r = _results(studies["entropy"])
+    # 2 functions x 2 magnitudes, the c = 0 run shared: 3 runs, one reuse
+    assert sorted(r["runs"]["started"]) == ["constant-high-s0", "linear-high-s0", "none-s0"]
+    assert r["runs"]["reused"] == ["none-s0"]
+    assert len(r["rows"]) == 4
+    assert r["table"]["constant"]["none"] == r["table"]["linear"]["none"]
+    cfg = load_checkpoint(studies["entropy"] / "runs" / "constant-high-s0" / "checkpoints" / "last.pt")["config"]
+    assert cfg["entropy"] == {**cfg["entropy"], "c_alpha": 1.0, "c_beta": 1.0, "scaling": "constant"}
+    assert "| Constant |" in (studies["entropy"] / "report.md").read_text()
+    assert (studies["entropy"] / "fig3_entropy.png").is_file()
+
+
+def test_entropy_table_reads_the_search_stage(studies):
+    folder = studies["entropy-table"]
+    rows = _csv(folder)
+    assert [(r["method"], r["parameters"]) for r in rows] == [("Ours", "Edges"), ("Ours", "Operations")]
+    summary = json.loads((folder / "runs" / "search-s0" / "summary.json").read_text())
+    assert float(rows[0]["start_raw"]) == pytest.approx(summary["entropy"]["beta"]["start"]["raw"])
+    assert float(rows[1]["end_normalized"]) == pytest.approx(summary["entropy"]["alpha"]["end"]["normalized"])
+    assert "0.128 → 0.127" in (folder / "report.md").read_text()
+
+
+def test_two_stage_decodes_one_edge_and_kernel_per_cell_and_counts_compute(studies):
+    folder = studies["two-stage"]
+    state = load_checkpoint(folder / "runs" / "retrain-s0" / "checkpoints" / "last.pt")["model"]
+    assert torch.equal(state["edge_mask"].sum(-1), torch.ones(2, 4, dtype=torch.long))
+    assert torch.equal(state["op_mask"].sum(-1), torch.ones(2, 4, dtype=torch.long))
+    r = _results(folder)
+    stages = {s["stage"]: s for s in r["stages"]}
+    # single stage: 3 weight steps + 1 architecture step, 2 images each
+    assert stages["single stage"]["images"] == 8 and stages["search"]["images"] == 6
+    assert stages["retrain"]["images"] == 4
+    for s in stages.values():
+        assert s["flops_processed"] == 3 * s["flops_per_image"] * s["images"]
+    assert stages["retrain"]["flops_per_image"] < stages["search"]["flops_per_image"]
+    single, two = r["models"]
+    assert two["params"] < single["params"] and two["edges"] == 8 and single["edges"] == 20
+    expected = stages["single stage"]["flops_processed"] / (stages["search"]["flops_processed"]
+                                                            + stages["retrain"]["flops_processed"])
+    assert r["cost_ratio_flops"] == pytest.approx(expected)
+    assert "single stage costs" in (folder / "report.md").read_text()
+
+
+def test_splits_rows(studies):
+    rows = _csv(studies["splits"])
+    assert [(r["row"], r["split"], r["weight_labels"], r["arch_labels"]) for r in rows] == [
+        ("split", "split", "fine", "fine"), ("coarse-weights", "joint", "coarse", "fine")]
+    cfg = load_checkpoint(studies["splits"] / "runs" / "coarse-weights-s0" / "checkpoints" / "last.pt")["config"]
+    assert cfg["protocol"]["weight_labels"] == "coarse" and cfg["study"] == {}
+
+
+def test_second_invocation_reuses_every_run(studies, configs):
+    folder = studies["discretization"]
+    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("runs/*/summary.json")}
+    stamps.update({p: p.stat().st_mtime_ns for p in folder.glob("evals/*.json")})
+    assert _study("discretization", configs["discretization"], folder) == 0
+    r = _results(folder)
+    assert r["runs"]["started"] == [] and len(r["runs"]["reused"]) == 2 + 4 + 4
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_a_folder_of_another_config_is_refused(studies, configs, capsys):
+    folder = studies["splits"]
+    before = (folder / "study.json").read_text()
+    code = _study("splits", configs["splits"], folder, "study.seeds=[1]")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "another config" in err and len(err.splitlines()) == 1
+    assert (folder / "study.json").read_text() == before and not (folder / "runs" / "split-s1").exists()
+
+
+def test_unknown_study_and_missing_keys_are_one_line(tmp_path, capsys):
+    assert main(["study", "nope", "--config", "smoke", "--out", str(tmp_path / "a")]) == 2
+    assert "unknown, expected one of discretization" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    assert main(["study", "entropy", "--config", "smoke", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("study.magnitudes: missing, expected a mapping name → c (c_alpha = c_beta), e.g. "
+                        "{none: 0, high: 1}") and len(err.splitlines()) == 1
+    assert not (tmp_path / "b").exists()  # the corrected config can use the same folder
+
+
+def test_reproduce_writes_the_document_from_the_results(demo_root, tmp_path, capsys):
+    doc = tmp_path / "docs" / "reproduction.md"
+    out = tmp_path / "repro"
+    sets = [f"data.root={demo_root}", "data.make_demo=false", "data.batch_size=2", "eval.max_images=2",
+            "study.seeds=[0]", "study.search_protocol.epochs=2", "study.search_protocol.iters_per_epoch=1"]
+    args = ["reproduce", "--out", str(out), "--doc", str(doc), "--only", "entropy-table"]
+    args += [a for s in sets for a in ("--set", s)]
+    assert main(args) == 0
+    text = doc.read_text()
+    assert text.startswith("<!-- written by `ssnas reproduce`") and "Table 1" in text
+    assert ("**held**" in text) != ("**did not hold**" in text)
+    doc.write_text("my own notes")
+    assert main(args) == 2
+    assert "not written by `ssnas reproduce`" in capsys.readouterr().err
+    assert doc.read_text() == "my own notes"
