@@ -251,10 +251,10 @@ def to_dict(cfg) -> dict:
     return plain(dataclasses.asdict(cfg))
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
+def deep_merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for k, v in update.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -309,7 +309,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     if path is not None:
         data = _load_with_base(resolve_config_path(path))
     if overrides:
-        data = _deep_merge(data, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
+        data = deep_merge(data, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
     prefix = f"{path}: " if path is not None else ""
     try:
         cfg = _from_dict(ExperimentConfig, data)
@@ -331,7 +331,7 @@ def _load_with_base(path: Path, seen: tuple = ()) -> dict:
     base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
     if not base_path.exists():
         base_path = resolve_config_path(base)
-    return _deep_merge(_load_with_base(base_path, seen + (path.resolve(),)), data)
+    return deep_merge(_load_with_base(base_path, seen + (path.resolve(),)), data)
 
 
 def validate(cfg: ExperimentConfig, prefix: str = "") -> None:

@@ -24,10 +24,10 @@ def register(sub) -> None:
 
 def config_for_checkpoint(payload: dict, config: str | None, overrides: list):
     """The checkpoint's own config (or ``config``), with ``--set`` overrides."""
-    from ssnas.config import _deep_merge, load_config, parse_overrides, read_yaml, resolve_config_path
+    from ssnas.config import deep_merge, load_config, parse_overrides, read_yaml, resolve_config_path
 
     base = read_yaml(resolve_config_path(config)) if config else dict(payload.get("config") or {})
-    return load_config(None, _deep_merge(base, parse_overrides(overrides)))
+    return load_config(None, deep_merge(base, parse_overrides(overrides)))
 
 
 def run(args) -> int:

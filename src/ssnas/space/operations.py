@@ -82,8 +82,8 @@ class MixedDepthwise(nn.Module):
     def forward(self, x: Tensor, mix: Tensor | None = None) -> Tensor:
         k = self.superkernel(mix)
         if x.device.type == "cpu" and x.dim() == 4:
-            # On CPU the NCHW depthwise weight gradient takes a slow path (~50x slower than
-            # channels-last in torch 2.x, see docs/benchmarks.md); the layout change is one cheap copy.
+            # On CPU the NCHW depthwise backward is 2-3.4x slower than channels-last (quiet machine,
+            # bench/bench_depthwise.py; far worse when the cores are oversubscribed). One cheap copy.
             x = x.contiguous(memory_format=torch.channels_last)
         return F.conv2d(x, k, None, 1, k.shape[-1] // 2, 1, x.shape[1])
 

@@ -44,11 +44,11 @@ def derive(cfg: ExperimentConfig, changes: dict) -> ExperimentConfig:
     """A sub-run's config: ``cfg`` with dotted-key ``changes`` (validated like a file), without ``study:``.
 
     The ``study`` section is dropped so that a sub-run's hash depends only on what it trains."""
-    from ssnas.config import _deep_merge
+    from ssnas.config import deep_merge
 
     data = to_dict(cfg)
     data["study"] = {}
-    return load_config(None, _deep_merge(data, _nest(changes)))
+    return load_config(None, deep_merge(data, _nest(changes)))
 
 
 def study_param(cfg: ExperimentConfig, key: str, kind: type | tuple, expected: str, default=None):
