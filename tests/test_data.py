@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers_data import (BLOCK, FOLDER_COLORS, IGNORE, block_label, cityscapes_palette, make_cityscapes_tree,
+from helpers_data import (FOLDER_COLORS, IGNORE, block_label, cityscapes_palette, make_cityscapes_tree,
                           make_folder_tree, save_png)
 from PIL import Image
 

@@ -28,8 +28,7 @@ from ssnas.engine import distributed
 from ssnas.engine.checkpoint import load_checkpoint, save_checkpoint
 from ssnas.engine.logger import RunLogger, keep_records
 from ssnas.engine.rundir import RunDir
-from ssnas.engine.schedule import (FINETUNE, SEARCH, WARMUP, Phases, cosine_lr_factor, entropy_scale,
-                                   poly_lr_factor)
+from ssnas.engine.schedule import FINETUNE, SEARCH, Phases, cosine_lr_factor, entropy_scale, poly_lr_factor
 from ssnas.errors import UserError, one_line
 
 
@@ -247,8 +246,8 @@ class Trainer:
                         self._add("entropy_loss", out[1])
                 st["iter"] += 1
                 st["step"] += 1
-                self.logger.step(f"{phase} {epoch + 1}/{ph.epochs}",
-                                 {"loss": f"{st['acc'].get('loss_w', [0, 1])[0] / max(1, st['acc'].get('loss_w', [0, 1])[1]):.3f}"})
+                total, count = st["acc"].get("loss_w", (0.0, 0))
+                self.logger.step(f"{phase} {epoch + 1}/{ph.epochs}", {"loss": f"{total / max(1, count):.3f}"})
                 # all ranks stop at the same step (the checkpoint's barrier), whichever got the signal;
                 # in an epoch's last step, only after the epoch's bookkeeping (below)
                 if st["iter"] < self.iters and distributed.any_rank(self._stop_signal is not None, self.ctx):
@@ -314,7 +313,6 @@ class Trainer:
         ents = " ".join(f"H({k}) {v['normalized']:.3f}" for k, v in record["entropy"].items())
         self.logger.message(f"epoch {epoch + 1}/{self.phases.epochs} {phase:<8} loss_w "
                             f"{record.get('loss_w', math.nan):.4f}{score} {ents} ({seconds:.1f}s)")
-        self.last_record = record
         return record
 
     # ================================================================== checkpoints

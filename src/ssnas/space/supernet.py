@@ -7,7 +7,7 @@ weight and the softmax renormalizes over what is kept — the trained supernet i
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
