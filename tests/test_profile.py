@@ -59,6 +59,10 @@ def test_meta_and_real_device_agree():
     b = profile(m, (64, 64))
     assert a["flops"] == b["flops"] and a["params"] == b["params"]
     assert a["components"] == b["components"]
+    from ssnas.space.profile import forward_flops
+    cpu_model = create_model("tiny", num_classes=5)
+    assert forward_flops(cpu_model, (64, 64)) == a["flops"]
+    assert cpu_model.alpha.device.type == "cpu"  # counted on a meta copy, the model stays where it is
 
 
 @pytest.mark.parametrize("variant", sorted(PAPER_TABLE3))

@@ -6,6 +6,8 @@ code, no data, no time — or on a real device for a check (both give the same c
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -39,6 +41,16 @@ def count_parameters(model: SuperNet) -> dict:
     for name, p in model.named_parameters():
         out[_component(name)] += p.numel()
     return out
+
+
+def forward_flops(model, input_size: tuple[int, int], in_channels: int = 3) -> int:
+    """Total forward FLOPs of any model (a supernet or its fused export) for one 1×C×H×W input, counted on a
+    ``meta`` copy so that no data is computed and the model itself is left where it is."""
+    meta = copy.deepcopy(model).to("meta").eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        meta(torch.empty(1, in_channels, *input_size, device="meta"))
+    return int(counter.get_total_flops())
 
 
 def profile(model: SuperNet, input_size: tuple[int, int] = (1024, 2048)) -> dict:

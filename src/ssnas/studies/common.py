@@ -22,6 +22,7 @@ from typing import Callable
 
 from ssnas.config import ExperimentConfig, config_hash, dump_config, load_config, to_dict
 from ssnas.errors import UserError
+from ssnas.space.profile import forward_flops
 
 STUDY_FILE = "study.json"
 FIG_DPI = 80                  # small PNGs: they go into the docs
@@ -273,20 +274,6 @@ def save_figure(fig, path: Path) -> str:
     fig.savefig(path, dpi=FIG_DPI)
     plt.close(fig)
     return path.name
-
-
-def forward_flops(model, input_size: tuple) -> int:
-    """FLOPs (2 × multiply-adds, Table 3's convention) of one forward pass of a 1×3×H×W input, on ``meta``."""
-    import copy
-
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    meta = copy.deepcopy(model).to("meta").eval()
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        meta(torch.empty(1, 3, *input_size, device="meta"))
-    return int(counter.get_total_flops())
 
 
 def decoded_cost(model, input_size: tuple) -> dict:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 
 from ssnas.engine.checkpoint import load_model
-from ssnas.studies.common import (decoded_cost, derive, forward_flops, human, judged, markdown_table, mean_std, pct,
+from ssnas.space.profile import forward_flops
+from ssnas.studies.common import (decoded_cost, derive, human, judged, markdown_table, mean_std, pct,
                                   pct_pm, protocol_changes, seeds_of, study_param)
 
 TITLE = "Single stage vs search + decode + retrain (Tables 4, 6)"
