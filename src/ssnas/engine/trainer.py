@@ -29,7 +29,7 @@ from ssnas.engine.checkpoint import load_checkpoint, save_checkpoint
 from ssnas.engine.logger import RunLogger, keep_records
 from ssnas.engine.rundir import RunDir
 from ssnas.engine.schedule import FINETUNE, SEARCH, Phases, cosine_lr_factor, entropy_scale, poly_lr_factor
-from ssnas.errors import UserError, one_line
+from ssnas.errors import UserError
 
 
 class RunStopped(UserError):
@@ -203,8 +203,6 @@ class Trainer:
         try:
             self._setup()
             return self._loop()
-        except UserError as exc:  # one line, also when a DataLoader worker raised it
-            raise one_line(exc) from None
         finally:
             self._restore_signal_handlers()
             if hasattr(self, "logger"):
