@@ -7,7 +7,7 @@ import torch
 from ssnas.cli import main
 from ssnas.config import load_config
 from ssnas.engine.checkpoint import load_checkpoint
-from ssnas.engine.schedule import Phases, entropy_scale, poly_lr_factor
+from ssnas.engine.schedule import Phases, arch_steps, entropy_scale, poly_lr_factor, scaled_arch_lr
 from ssnas.engine.streams import BatchStream, split_indices
 from ssnas.engine.trainer import Trainer
 
@@ -103,6 +103,22 @@ def test_phase_boundaries_and_entropy_scaling():
     assert entropy_scale("linear", 9.0, ph) == 1.0
     assert poly_lr_factor(0, 100, 0.9, 0.1) == 1.0 and poly_lr_factor(100, 100, 0.9, 0.1) == 0.0
     assert poly_lr_factor(50, 100, 1.0, 0.1) == pytest.approx(0.5)
+
+
+def test_arch_lr_equal_travel_rule(demo_root, tmp_path):
+    """lr x steps equals the reference run's (the paper: 0.003 x 38,850); the trainer's Adam uses that rate."""
+    ph = Phases.from_config(load_config(None, ["protocol.epochs=20"]).protocol)
+    assert arch_steps(ph, 10) == (8 - 1) * 10
+    assert scaled_arch_lr(0.003, 38850, 70) * 70 == pytest.approx(0.003 * 38850)
+    assert scaled_arch_lr(0.003, None, 70) == 0.003
+    cfg = load_config("smoke", [f"data.root={demo_root}", "arch_optim.reference_steps=300"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer._setup()
+    try:
+        n = arch_steps(trainer.phases, trainer.iters)
+        assert n > 0 and trainer.opt_a.param_groups[0]["lr"] == pytest.approx(0.003 * 300 / n)
+    finally:
+        trainer.run_dir.unlock()
 
 
 def test_split_modes():

@@ -91,10 +91,16 @@ class OptimConfig:
 
 @dataclass
 class ArchOptimConfig:
-    """Adam for the architecture alpha, beta (§4.1)."""
+    """Adam for the architecture alpha, beta (§4.1).
+
+    ``reference_steps`` scales ``lr`` to this run's number of architecture steps N ("equal Adam travel"):
+    the effective rate is ``lr * reference_steps / N``. Adam moves a logit by at most about its rate per
+    step, so a run with N << the paper's ~38,850 steps at 0.003 could otherwise not move alpha, beta as far
+    as the paper's search could (docs/design.md). ``null`` keeps ``lr`` as given."""
     lr: float = 0.003
     weight_decay: float = 1e-3
     betas: tuple = (0.9, 0.999)
+    reference_steps: Optional[int] = None
 
 
 @dataclass
@@ -365,6 +371,10 @@ def validate(cfg: ExperimentConfig, prefix: str = "") -> None:
             bad(f"data.{key}", "is a probability, expected a value in [0, 1]")
     if cfg.optim.lr <= 0 or cfg.arch_optim.lr <= 0:
         bad("optim.lr" if cfg.optim.lr <= 0 else "arch_optim.lr", "must be positive")
+    ref = cfg.arch_optim.reference_steps
+    if ref is not None and (isinstance(ref, bool) or not isinstance(ref, int) or ref <= 0):
+        bad("arch_optim.reference_steps", f"{ref!r} must be a positive integer (the reference run's number of "
+            "architecture steps, e.g. 38850) or null")
     if not 0.0 <= cfg.model.prune_edges < 1.0:
         bad("model.prune_edges", f"{cfg.model.prune_edges} must be a fraction in [0, 1)")
     if cfg.model.discretize_edges is not None and not 1 <= cfg.model.discretize_edges <= 3:

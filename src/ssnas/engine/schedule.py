@@ -40,6 +40,22 @@ class Phases:
         return {k: v for k, v in spans.items() if v[1] > v[0]}
 
 
+def arch_steps(phases: Phases, iters_per_epoch: int) -> int:
+    """The number of architecture (Adam) steps of a run: one per iteration of the search phase."""
+    return (phases.search_end - phases.warmup_end) * iters_per_epoch
+
+
+def scaled_arch_lr(lr: float, reference_steps: int | None, steps: int) -> float:
+    """The architecture learning rate under the equal-travel rule: ``lr * reference_steps / steps``.
+
+    Adam's update is about ``lr`` per step whatever the gradient's scale, so ``lr * steps`` bounds how far a
+    logit can move in a search; keeping it equal to the reference run's (the paper: 0.003 x 38,850) lets a
+    short search move the architecture as far as the long one could. Without a reference, ``lr`` as given."""
+    if reference_steps is None or steps <= 0:
+        return lr
+    return lr * reference_steps / steps
+
+
 def entropy_scale(kind: str, t: float, phases: Phases) -> float:
     """f(t) of Eq. 4 at fractional epoch ``t``: 0 before ``entropy_start``; then ``constant`` = 1, or
     ``linear`` rising from 0 at ``entropy_start`` to 1 at the end of the search phase."""

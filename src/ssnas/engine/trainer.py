@@ -28,7 +28,8 @@ from ssnas.engine import distributed
 from ssnas.engine.checkpoint import load_checkpoint, save_checkpoint
 from ssnas.engine.logger import RunLogger, keep_records
 from ssnas.engine.rundir import RunDir
-from ssnas.engine.schedule import FINETUNE, SEARCH, Phases, cosine_lr_factor, entropy_scale, poly_lr_factor
+from ssnas.engine.schedule import (FINETUNE, SEARCH, Phases, arch_steps, cosine_lr_factor, entropy_scale,
+                                  poly_lr_factor, scaled_arch_lr)
 from ssnas.errors import UserError
 
 
@@ -79,11 +80,12 @@ class Trainer:
         o, a = cfg.optim, cfg.arch_optim
         self.opt_w = torch.optim.SGD(model.weight_parameters(), lr=o.lr, momentum=o.momentum,
                                      weight_decay=o.weight_decay, nesterov=o.nesterov)
-        self.opt_a = torch.optim.Adam(model.arch_parameters(), lr=a.lr, betas=tuple(a.betas),
-                                      weight_decay=a.weight_decay)
         self.streams = self.task.build_streams(self.ctx.rank, self.ctx.world)
         p = cfg.protocol
         self.iters = p.iters_per_epoch or self.streams["a"].batches_per_pass
+        self.arch_lr = scaled_arch_lr(a.lr, a.reference_steps, arch_steps(self.phases, self.iters))
+        self.opt_a = torch.optim.Adam(model.arch_parameters(), lr=self.arch_lr, betas=tuple(a.betas),
+                                      weight_decay=a.weight_decay)
         self.total_steps = p.epochs * self.iters
         self.state = {"epoch": 0, "iter": 0, "step": 0, "bad_steps": 0, "skipped_steps": 0,
                       "best_score": -math.inf, "acc": {}, "entropy_search_start": None,
@@ -121,7 +123,7 @@ class Trainer:
             lr = o.lr * poly_lr_factor(self.state["step"], self.total_steps, o.poly_power, o.lr, o.min_lr)
         for g in self.opt_w.param_groups:
             g["lr"] = lr
-        return lr, self.cfg.arch_optim.lr
+        return lr, self.arch_lr
 
     def weight_step(self, batch: dict) -> float | None:
         """w ← w − lr·∇_w L_A (SGD); returns the loss, or None if the step was skipped as non-finite."""
@@ -381,6 +383,8 @@ class Trainer:
             "phases": self.phases.ranges(),
             "epochs": self.phases.epochs,
             "steps": st["step"],
+            "arch_steps": arch_steps(self.phases, self.iters),
+            "arch_lr": self.arch_lr,
             "skipped_steps": st["skipped_steps"],
             "early_stop": st.get("early_stop"),   # set by a hook (DARTS-ES, engine/tracking.py)
             "entropy": _entropy_summary(st),
