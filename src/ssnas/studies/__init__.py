@@ -48,7 +48,7 @@ def run_study(name: str, cfg, out_dir: str | Path, progress=print, jobs: int | N
     (default ``out_dir/records``)."""
     from ssnas.config import dump_config
     from ssnas.studies.common import StudyDir, write_csv
-    from ssnas.studies.jobs import run_passes
+    from ssnas.studies.jobs import StudyStopped, SubRunsFailed, run_passes
 
     module = get_study(name)
     if jobs is not None and jobs < 1:
@@ -58,8 +58,8 @@ def run_study(name: str, cfg, out_dir: str | Path, progress=print, jobs: int | N
     start = time.time()
     try:
         results = run_passes(lambda: module.run(cfg, study_dir, progress), study_dir.scheduler)
-    except UserError:
-        if fresh:
+    except UserError as exc:
+        if fresh and not isinstance(exc, (StudyStopped, SubRunsFailed)):
             study_dir.release()  # a config mistake: leave no folder that would refuse the corrected config
         raise
     results.update(study=name, title=module.TITLE, wall_time_s=time.time() - start,

@@ -92,6 +92,14 @@ class Stopped(Exception):
     """A sub-run stopped by a signal; its checkpoint is written."""
 
 
+class StudyStopped(UserError):
+    """A signal stopped the study's sub-runs (checkpointed): the same command resumes them."""
+
+
+class SubRunsFailed(UserError):
+    """Some sub-runs failed (the others finished and are stored): the same command re-does only those."""
+
+
 @dataclass
 class SubRun:
     """One unit of work: a Trainer run (``train``) or an evaluation of ``cfg.model`` (``evaluation``)."""
@@ -318,7 +326,7 @@ class Scheduler:
             else:
                 stopped.append(job.name)
         if stopped:
-            raise UserError(f"{self.study_dir.path}: stopped ({', '.join(stopped)} checkpointed or not started); "
+            raise StudyStopped(f"{self.study_dir.path}: stopped ({', '.join(stopped)} checkpointed or not started); "
                             f"run the same command again to resume")
 
     def unfinished(self) -> str:
@@ -349,7 +357,7 @@ def run_passes(study: Callable[[], dict], scheduler: Scheduler) -> dict:
             continue
         if scheduler.failed or scheduler.deferred:
             names = sorted(set(scheduler.failed) | set(scheduler.deferred))
-            raise UserError(f"{len(names)} sub-run(s) of {scheduler.study_dir.path} did not finish — "
+            raise SubRunsFailed(f"{len(names)} sub-run(s) of {scheduler.study_dir.path} did not finish — "
                             f"{scheduler.unfinished()} — run the same command again to re-do only these")
         if error is not None:  # pragma: no cover - nothing was pending, so the error is the study's own
             raise error
