@@ -103,7 +103,7 @@ def test_a_failed_sub_run_is_reported_and_redone_alone(demo_root, tmp_path, caps
 
 def test_sigterm_stops_every_sub_run_resumably(demo_root, tmp_path):
     """`nohup ssnas study ... &` then `kill PID`: the running sub-runs checkpoint, the same command resumes."""
-    long = {**SEARCH, "epochs": 60}
+    long = {**SEARCH, "epochs": 40}
     config = _config(tmp_path, demo_root, "entropy-table", {"seeds": [0, 1], "search_protocol": long})
     out, store = tmp_path / "out", tmp_path / "store"
     cmd = [sys.executable, "-m", "ssnas", "study", "entropy-table", "--config", str(config), "--out", str(out),
@@ -122,15 +122,15 @@ def test_sigterm_stops_every_sub_run_resumably(demo_root, tmp_path):
     assert not list(store.glob("*.json"))  # nothing finished, nothing recorded
     steps = [json.loads(c.with_name("last.pt").parent.parent.joinpath("metrics.jsonl").read_text().splitlines()[-1])
              ["epoch"] for c in ckpts]
-    assert all(0 < s < 60 for s in steps)
+    assert all(0 < s < 40 for s in steps)
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     for s in (0, 1):
         metrics = [json.loads(line)["epoch"]
                    for line in (out / "runs" / f"search-s{s}" / "metrics.jsonl").read_text().splitlines()]
-        assert metrics == list(range(1, 61))  # resumed where it stopped: every epoch once
-        assert json.loads((store / f"search-s{s}.json").read_text())["summary"]["steps"] == 60
+        assert metrics == list(range(1, 41))  # resumed where it stopped: every epoch once
+        assert json.loads((store / f"search-s{s}.json").read_text())["summary"]["steps"] == 40
 
 
 def test_pending_lets_a_planning_pass_run_through():
