@@ -52,7 +52,7 @@ def main() -> None:
     same = all(r["rows"] == runs[0]["rows"] for r in runs)
     base = runs[0]["wall_s"]
     for r in runs[1:]:
-        print(f"--jobs {r['jobs']} vs --jobs {runs[0]['jobs']}: {base / r['wall_s']:.2f}x faster")
+        print(f"--jobs {r['jobs']} took {r['wall_s'] / base:.2f}x the wall time of --jobs {runs[0]['jobs']}")
     print(f"results identical across settings: {same}")
     summary = {"command": " ".join(sys.argv), "study": args.study, "config": args.config, "sets": args.sets,
                "cpus": len(os.sched_getaffinity(0)), "platform": platform.platform(),
