@@ -174,12 +174,18 @@ def test_reproduce_writes_the_document_from_the_results(demo_root, tmp_path, cap
     out = tmp_path / "repro"
     sets = [f"data.root={demo_root}", "data.make_demo=false", "data.batch_size=2", "eval.max_images=2",
             "study.seeds=[0]", "study.search_protocol.epochs=2", "study.search_protocol.iters_per_epoch=1"]
-    args = ["reproduce", "--out", str(out), "--doc", str(doc), "--only", "entropy-table"]
+    store = tmp_path / "results"
+    args = ["reproduce", "--out", str(out), "--doc", str(doc), "--only", "entropy-table", "--results", str(store)]
     args += [a for s in sets for a in ("--set", s)]
     assert main(args) == 0
     text = doc.read_text()
     assert text.startswith("<!-- written by `ssnas reproduce`") and "Table 1" in text
     assert ("**held**" in text) != ("**did not hold**" in text)
+    # the head says where the numbers come from; every raw number is beside the document
+    record = json.loads((store / "entropy-table" / "search-s0.json").read_text())
+    assert f"| Sub-runs | 1 " in text and record["cpu"] in text and record["finished"][:10] in text
+    raw = json.loads((tmp_path / "docs" / "reproduction-results.json").read_text())
+    assert raw["studies"]["entropy-table"]["search-s0"] == record
     doc.write_text("my own notes")
     assert main(args) == 2
     assert "not written by `ssnas reproduce`" in capsys.readouterr().err

@@ -6,9 +6,11 @@ import os
 import shutil
 from pathlib import Path
 
+from ssnas.cli.study import add_jobs_arguments
 from ssnas.errors import UserError
 
 DEFAULT_DOC = "docs/reproduction.md"
+DEFAULT_RESULTS = "results/reproduction"   # committed: one record per finished sub-run, <study>/<run>.json
 MARKER = "<!-- written by `ssnas reproduce`: edits are lost on the next run -->"
 
 
@@ -21,6 +23,7 @@ def register(sub) -> None:
                    "every study with results in --out)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of every miniature config (e.g. run.threads=2)")
+    add_jobs_arguments(p, f"{DEFAULT_RESULTS}, one sub-folder per study")
     p.set_defaults(func=run)
 
 
@@ -32,6 +35,7 @@ def mini_config(name: str) -> Path:
 def run(args) -> int:
     from ssnas.config import load_config
     from ssnas.studies import STUDIES, get_study, run_study
+    from ssnas.studies.jobs import StudyStopped
 
     names = args.only or list(STUDIES)
     for name in names:
@@ -41,26 +45,42 @@ def run(args) -> int:
     doc = Path(args.doc)
     if doc.exists() and MARKER not in doc.read_text():
         raise UserError(f"{doc}: exists and was not written by `ssnas reproduce`; use another --doc")
-    out = Path(args.out)
+    out, store = Path(args.out), Path(args.results or DEFAULT_RESULTS)
+    failed = []
     for name in names:
         cfg = load_config(mini_config(name), args.overrides)
         print(f"[reproduce] {name}", flush=True)
-        run_study(name, cfg, out / name, progress=lambda msg, n=name: print(f"[{n}] {msg}", flush=True))
-    write_document(out, doc)
-    print(f"written: {doc}")
+        try:
+            run_study(name, cfg, out / name, progress=lambda msg, n=name: print(f"[{n}] {msg}", flush=True),
+                      jobs=args.jobs, store=store / name)
+        except StudyStopped:
+            raise
+        except UserError as exc:  # the other studies go on; this one is listed at the end
+            print(f"[{name}] did not finish: {exc}", flush=True)
+            failed.append(name)
+    write_document(out, doc, store)
+    print(f"written: {doc} and {results_file(doc)}", flush=True)
+    if failed:
+        raise UserError(f"studies {', '.join(failed)} did not finish (see above; the document lists the others); "
+                        f"run the same command again to re-do only what is missing")
     return 0
+
+
+def results_file(doc: Path) -> Path:
+    """Every raw per-run number behind ``doc``, beside it (``reproduction-results.json``)."""
+    return doc.with_name(f"{doc.stem}-results.json")
 
 
 LEARNED_IOU = 0.05   # a class counts as segmented when its IoU exceeds 5%
 
 
-def _learned_classes(out: Path) -> list[str]:
+def _learned_classes(records: list[dict]) -> list[str]:
     """A measured line on how far the miniatures' segmentation runs got (per-class IoU of their summaries)."""
     import statistics
 
     mious, learned, names = [], [], None
-    for path in sorted(out.glob("*/runs/*/summary.json")):
-        s = json.loads(path.read_text())
+    for r in records:
+        s = r.get("summary", {})
         if s.get("miou") is None or not s.get("per_class_iou") or not s.get("class_names"):
             continue
         mious.append(s["miou"])
@@ -74,9 +94,44 @@ def _learned_classes(out: Path) -> list[str]:
             f"the miniatures stop far from convergence.", ""]
 
 
-def write_document(out: Path, doc: Path) -> None:
-    """Assemble the document from every ``<out>/<study>/results.json`` (in registry order)."""
+def _used_records(out: Path, store: Path) -> dict:
+    """study -> {run: record} of the sub-runs each study's report was built from (its results.json)."""
     from ssnas.studies import STUDIES
+    from ssnas.studies.store import ResultStore
+
+    used = {}
+    for name in STUDIES:
+        path = out / name / "results.json"
+        if path.is_file():
+            runs = json.loads(path.read_text())["runs"]
+            records = ResultStore(store / name)
+            used[name] = {run: records.load(run) for run in dict.fromkeys(runs["started"] + runs["reused"])}
+    return used
+
+
+def _head(records: list[dict]) -> list[str]:
+    """Where and when the numbers were made, from the records themselves."""
+    from ssnas.studies.store import provenance_head
+
+    h = provenance_head(records)
+    if not h["records"]:
+        return []
+    return ["| | |", "|---|---|",
+            f"| Sub-runs | {h['records']} (each one's numbers: `{{results}}/<study>/<run>.json`) |",
+            f"| Dates (UTC) | {h['first'][:16].replace('T', ' ')} to {h['last'][:16].replace('T', ' ')} |",
+            f"| Machines | {'; '.join(h['machines'])} |",
+            f"| Wall time of the sub-runs | {h['wall_time_s'] / 3600:.2f} h in all (summed over processes) |",
+            f"| ssnas git commit(s) | {', '.join(f'`{c}`' for c in h['git_commits'])} |", ""]
+
+
+def write_document(out: Path, doc: Path, store: Path) -> None:
+    """Assemble the document from every ``<out>/<study>/results.json`` (in registry order), and write every
+    raw per-run number it rests on (the store's records) to :func:`results_file`."""
+    from ssnas.studies import STUDIES
+    from ssnas.studies.store import write_json
+
+    used = _used_records(out, store)
+    records = [r for runs in used.values() for r in runs.values() if r is not None]
 
     img_dir = doc.parent / "img" / "reproduction"
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +145,9 @@ def write_document(out: Path, doc: Path) -> None:
              "paper's small one has 10 layers), 64×128 crops, batch 4, tens of architecture steps where the paper "
              "has tens of thousands, one to three seeds. Read a difference between settings against the ± "
              "(seed-to-seed std) of the tables with several seeds.", ""]
-    parts += _learned_classes(out)
+    parts += [line.replace("{results}", str(store)) for line in _head(records)]
+    parts += [f"Every raw per-run number: [`{results_file(doc).name}`]({results_file(doc).name}).", ""]
+    parts += _learned_classes(records)
     total = 0.0
     for name in STUDIES:
         path = out / name / "results.json"
@@ -99,8 +156,8 @@ def write_document(out: Path, doc: Path) -> None:
         r = json.loads(path.read_text())
         total += r["train_time_s"]
         parts += [f"## {r['title']}", "", f"`ssnas study {name} --config configs/studies/{name}-mini.yaml` — "
-                  f"{len(r['runs']['started']) + len(r['runs']['reused'])} sub-runs and evaluations; its training "
-                  f"runs took {r['train_time_s'] / 60:.1f} min on this machine.", "",
+                  f"{len(used[name])} sub-runs and evaluations; its training runs took {r['train_time_s'] / 60:.1f} min "
+                  f"(see the head for where and when).", "",
                   f"**Paper:** {r['paper']}", "", "**Measured:**", "", r["markdown"], ""]
         for fig in r["figures"]:
             target = f"{name}-{fig}"
@@ -110,3 +167,4 @@ def write_document(out: Path, doc: Path) -> None:
     parts += [f"Total training time of the runs above: {total / 60:.1f} min.", ""]
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(parts))
+    write_json(results_file(doc), {"store": str(store), "studies": used})

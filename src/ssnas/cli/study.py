@@ -12,7 +12,16 @@ def register(sub) -> None:
     add_config_arguments(p, required=True)
     p.add_argument("--out", required=True,
                    help="results folder; finished sub-runs in it are reused, partial ones resumed")
+    add_jobs_arguments(p, "OUT/records")
     p.set_defaults(func=run)
+
+
+def add_jobs_arguments(p, store_default: str) -> None:
+    """--jobs and --results, shared with `ssnas reproduce`."""
+    p.add_argument("--jobs", type=int, metavar="N", help="sub-runs at once, each in its own process (default: "
+                   "CPU cores ÷ run.threads, at least 1; 1 runs them one after another in this process)")
+    p.add_argument("--results", metavar="DIR", help=f"the results store: one JSON record per finished sub-run, "
+                   f"reused by later runs even without the run folders (default {store_default})")
 
 
 def run(args) -> int:
@@ -21,7 +30,8 @@ def run(args) -> int:
 
     get_study(args.name)  # an unknown name fails before anything is read or written
     cfg = load_config(args.config, args.overrides)
-    results = run_study(args.name, cfg, args.out, progress=lambda msg: print(f"[study] {msg}", flush=True))
+    results = run_study(args.name, cfg, args.out, progress=lambda msg: print(f"[study] {msg}", flush=True),
+                        jobs=args.jobs, store=args.results)
     runs = results["runs"]
     print(f"{results['title']}: {len(runs['started'])} sub-runs run, {len(runs['reused'])} reused, "
           f"{results['wall_time_s'] / 60:.1f} min")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -33,19 +34,32 @@ def get_study(name: str):
     return importlib.import_module(STUDIES[name])
 
 
-def run_study(name: str, cfg, out_dir: str | Path, progress=print) -> dict:
-    """Run study ``name`` into ``out_dir`` and write report.md, results.csv and results.json there."""
+def default_jobs(cfg) -> int:
+    """As many sub-runs at once as the cores allow at ``run.threads`` threads each (at least 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // (cfg.run.threads or cores))  # unset: torch takes every core
+
+
+def run_study(name: str, cfg, out_dir: str | Path, progress=print, jobs: int | None = None,
+              store: str | Path | None = None) -> dict:
+    """Run study ``name`` into ``out_dir`` and write report.md, results.csv and results.json there.
+
+    ``jobs``: sub-runs at once (default :func:`default_jobs`); ``store``: the results store folder
+    (default ``out_dir/records``)."""
     from ssnas.config import dump_config
     from ssnas.studies.common import StudyDir, write_csv
+    from ssnas.studies.jobs import StudyStopped, SubRunsFailed, run_passes
 
     module = get_study(name)
-    study_dir = StudyDir(out_dir, progress)
+    if jobs is not None and jobs < 1:
+        raise UserError(f"--jobs: {jobs} is not valid, expected a positive number of processes")
+    study_dir = StudyDir(out_dir, progress, store=store, jobs=jobs or default_jobs(cfg))
     fresh = study_dir.claim(name, cfg)
     start = time.time()
     try:
-        results = module.run(cfg, study_dir, progress)
-    except UserError:
-        if fresh:
+        results = run_passes(lambda: module.run(cfg, study_dir, progress), study_dir.scheduler)
+    except UserError as exc:
+        if fresh and not isinstance(exc, (StudyStopped, SubRunsFailed)):
             study_dir.release()  # a config mistake: leave no folder that would refuse the corrected config
         raise
     results.update(study=name, title=module.TITLE, wall_time_s=time.time() - start,

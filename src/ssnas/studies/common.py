@@ -5,6 +5,7 @@ Layout of a study folder ``DIR``::
     DIR/study.json          study name + hash of the study config (a folder serves one study config)
     DIR/runs/<name>/        one Trainer run each (reused when finished, resumed when partial)
     DIR/evals/<name>.json   evaluation-only results (e.g. a pruned supernet without fine-tuning)
+    DIR/records/<name>.json the results store (default): every finished sub-run's numbers (studies/store.py)
     DIR/configs/<name>.yaml the exact config of every sub-run
     DIR/report.md, DIR/results.csv, DIR/*.png
 
@@ -25,6 +26,7 @@ from ssnas.errors import UserError
 from ssnas.space.profile import forward_flops
 
 STUDY_FILE = "study.json"
+RECORDS = "records"          # the results store of `ssnas study` (reproduce: --results)
 FIG_DPI = 80                  # small PNGs: they go into the docs
 FIG_SIZE = (8.0, 3.2)         # two panels side by side
 
@@ -85,14 +87,22 @@ def protocol_changes(cfg: ExperimentConfig, key: str) -> dict:
 
 # ---------------------------------------------------------------------------- the folder
 class StudyDir:
-    """A study's results folder; refuses a folder made for another study config."""
+    """A study's results folder; refuses a folder made for another study config.
 
-    def __init__(self, path: str | Path, progress: Callable[[str], None] | None = None):
+    Sub-runs are asked for with :meth:`train` and :meth:`evaluation`; whether they are reused from the
+    results store, run here or in parallel processes is :class:`ssnas.studies.jobs.Scheduler`'s business."""
+
+    def __init__(self, path: str | Path, progress: Callable[[str], None] | None = None,
+                 store: str | Path | None = None, jobs: int = 1):
+        from ssnas.studies.jobs import Scheduler
+        from ssnas.studies.store import ResultStore
+
         self.path = Path(path)
         self.progress = progress or (lambda msg: None)
         self.started: list[str] = []
         self.reused: list[str] = []
         self.train_time_s = 0.0   # wall time of the sub-runs the results come from (reused ones included)
+        self.scheduler = Scheduler(self, ResultStore(store if store is not None else self.path / RECORDS), jobs)
 
     def claim(self, study: str, cfg: ExperimentConfig) -> bool:
         """Create the folder or check that it belongs to this study and config; True if claimed just now."""
@@ -125,53 +135,33 @@ class StudyDir:
         return self.path / "runs" / name
 
     def checkpoint(self, name: str) -> str:
-        return str(self.run_path(name) / "checkpoints" / "last.pt")
+        """The checkpoint path of sub-run ``name``, for the config of a sub-run that builds on it."""
+        return self.scheduler.checkpoint(name, str(self.run_path(name) / "checkpoints" / "last.pt"))
 
-    def train(self, name: str, cfg: ExperimentConfig, task=None) -> dict:
-        """The summary of sub-run ``name``: reused if finished with this config, else run or resumed.
+    def train(self, name: str, cfg: ExperimentConfig, task=None, measure=None) -> dict:
+        """The summary of sub-run ``name``: stored if finished with this config, else run or resumed.
 
-        ``task``: the engine's task (default: segmentation), e.g. a DARTS task for a DARTS study."""
-        from ssnas.engine.trainer import Trainer
+        ``task``: the engine's task (default: segmentation), e.g. a DARTS task for a DARTS study.
+        ``measure(checkpoint path) -> dict``: numbers of the final checkpoint, kept with the sub-run's record
+        (so a report needs no checkpoint) and returned as ``summary["measure"]``; a module-level function
+        or a ``functools.partial`` of one (it runs in the sub-run's process)."""
+        from ssnas.studies.jobs import SubRun
 
-        out = self.run_path(name)
         self._save_config(name, cfg)
-        summary_path = out / "summary.json"
-        if summary_path.is_file():
-            summary = json.loads(summary_path.read_text())
-            if summary.get("config_hash") == config_hash(cfg):
-                self.reused.append(name)
-                self.train_time_s += summary["wall_time_s"]
-                return summary
-        partial = (out / "config.yaml").is_file()
-        self.progress(f"{'resuming' if partial else 'running'} {name}")
-        summary = Trainer(cfg, out, task=task, resume=partial).run()
-        if "stopped" in summary:
-            raise UserError(f"{out}: stopped by {summary['stopped']}; run the study again to resume it")
-        self.started.append(name)
-        self.train_time_s += summary["wall_time_s"]
-        return summary
+        return self.scheduler.request(SubRun("train", name, cfg, self.run_path(name), self.scheduler.store,
+                                             task=task, measure=measure))
 
     def evaluation(self, name: str, cfg: ExperimentConfig) -> dict:
         """Evaluate the model that ``cfg.model`` describes (no training), cached in ``evals/<name>.json``."""
-        from ssnas.engine.task import SegmentationTask
+        from ssnas.studies.jobs import SubRun
 
-        path = self.path / "evals" / f"{name}.json"
         self._save_config(name, cfg)
-        h = config_hash(cfg)
-        if path.is_file():
-            cached = json.loads(path.read_text())
-            if cached.get("config_hash") == h:
-                self.reused.append(name)
-                return cached
-        self.progress(f"evaluating {name}")
-        task = SegmentationTask(cfg)
-        model = task.build_model()
-        metrics = task.evaluate(model)
-        result = {"miou": metrics["miou"], "edges": model.num_edges(), "config_hash": h}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2))
-        self.started.append(name)
-        return result
+        return self.scheduler.request(SubRun("evaluation", name, cfg, self.path / "evals" / f"{name}.json",
+                                             self.scheduler.store))
+
+    def metrics(self, name: str) -> list[dict]:
+        """The ``metrics.jsonl`` records of finished sub-run ``name`` (kept in its record: no run folder needed)."""
+        return self.scheduler.metrics(name)
 
     def _save_config(self, name: str, cfg: ExperimentConfig) -> None:
         path = self.path / "configs" / f"{name}.yaml"

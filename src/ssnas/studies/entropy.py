@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import statistics
 
-from ssnas.engine.logger import read_metrics
 from ssnas.errors import UserError
 from ssnas.studies.common import (derive, figure, judged, markdown_table, mean_std, number_map, pct, pct_pm,
                                   save_figure, seeds_of, spearman, study_param, trend)
@@ -52,7 +51,7 @@ def run(cfg, study_dir, progress) -> dict:
                              **{f"{d}_{w}_{k}": ent[d][w][k] for d in ("beta", "alpha") for w in ("start", "end")
                                 for k in ("raw", "normalized")}})
                 curves[name] = [(r["epoch"], {d: r["entropy"][d]["raw"] for d, _ in DISTRIBUTIONS})
-                                for r in read_metrics(study_dir.run_path(name) / "metrics.jsonl")]
+                                for r in study_dir.metrics(name)]
     results = {"paper": PAPER, "rows": rows, "magnitudes": magnitudes, "scalings": scalings, "seeds": seeds}
     results["table"] = {s: {m: mean_std(_mious(rows, s, m)) for m in magnitudes} for s in scalings}
     header = ["Function"] + [f"{m} (c={c:g})" for m, c in magnitudes.items()]

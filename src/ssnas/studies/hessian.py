@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import statistics
 
-from ssnas.engine.logger import read_metrics
 from ssnas.errors import UserError
 from ssnas.studies.common import derive, figure, judged, markdown_table, pct, save_figure, seeds_of, study_param
 
@@ -45,7 +44,7 @@ def run(cfg, study_dir, progress) -> dict:
                 name = f"{space}-{mode}-s{seed}"
                 summary = study_dir.train(name, derive(cfg, {"darts.space": space, "protocol.split": mode,
                                                              "seed": seed}))
-                records = read_metrics(study_dir.run_path(name) / "metrics.jsonl")
+                records = study_dir.metrics(name)
                 curve = [(r["epoch"], r["hessian_eigenvalue"]) for r in records if "hessian_eigenvalue" in r]
                 curves.setdefault((space, mode), []).append(curve)
                 last = records[-1]

@@ -15,6 +15,7 @@ retrain runs the masked supernet, so its wall time overstates that. Evaluation i
 """
 from __future__ import annotations
 
+import functools
 import math
 
 from ssnas.engine.checkpoint import load_model
@@ -45,6 +46,17 @@ def _stage(name, summary, cfg, flops_per_image) -> dict:
             "flops_per_image": flops_per_image, "flops_processed": BACKWARD_FACTOR * flops_per_image * images}
 
 
+def model_cost(checkpoint: str, size: list, crop: list) -> dict:
+    """The costs the tables need from a final checkpoint, measured once in the sub-run's process and kept
+    with its record: the supernet as trained, and folded (``decoded_cost``), at ``size`` and the crop."""
+    model, _ = load_model(checkpoint)
+    fused, fused_crop = decoded_cost(model, tuple(size)), decoded_cost(model, tuple(crop))
+    return {"edges": model.num_edges(), "supernet_params": sum(p.numel() for p in model.weight_parameters()),
+            "supernet_flops": forward_flops(model, tuple(size)),
+            "supernet_flops_crop": forward_flops(model, tuple(crop)),
+            "fused_params": fused["params"], "fused_flops": fused["flops"], "fused_flops_crop": fused_crop["flops"]}
+
+
 def run(cfg, study_dir, progress) -> dict:
     search = protocol_changes(cfg, "search_protocol")
     retrain_epochs = study_param(cfg, "retrain_epochs", int, "a positive number of epochs")
@@ -52,28 +64,25 @@ def run(cfg, study_dir, progress) -> dict:
     crop = tuple(cfg.data.crop_size)
     rows, stages = [], []
     for seed in seeds_of(cfg):
+        cost = functools.partial(model_cost, size=list(size), crop=list(crop))
         single_cfg = derive(cfg, {"seed": seed})
-        single = study_dir.train(f"single-stage-s{seed}", single_cfg)
+        single = study_dir.train(f"single-stage-s{seed}", single_cfg, measure=cost)
         search_cfg = derive(cfg, {**search, "seed": seed})
         searched = study_dir.train(f"search-s{seed}", search_cfg)
         retrain_cfg = derive(cfg, {"seed": seed, "model.architecture_from": study_dir.checkpoint(f"search-s{seed}"),
                                    "model.discretize_edges": 1, "model.discretize_ops": True,
                                    "protocol.epochs": retrain_epochs, "protocol.warmup": 0.0, "protocol.search": 0.0,
                                    "protocol.finetune": 1.0, "protocol.entropy_start": 0.0})
-        retrained = study_dir.train(f"retrain-s{seed}", retrain_cfg)
+        retrained = study_dir.train(f"retrain-s{seed}", retrain_cfg, measure=cost)
 
-        supernet, _ = load_model(study_dir.checkpoint(f"single-stage-s{seed}"))
-        decoded, _ = load_model(study_dir.checkpoint(f"retrain-s{seed}"))
-        super_crop = forward_flops(supernet, crop)
-        dec = decoded_cost(decoded, size)
-        dec_crop = decoded_cost(decoded, crop)["flops"]
-        fused = decoded_cost(supernet, size)
+        supernet, decoded = single["measure"], retrained["measure"]
+        super_crop = supernet["supernet_flops_crop"]
+        dec_crop = decoded["fused_flops_crop"]
         rows.append({"method": "single stage (supernet)", "seed": seed, "miou": single["miou"],
-                     "params": fused["params"], "flops": fused["flops"], "edges": supernet.num_edges(),
-                     "supernet_params": sum(p.numel() for p in supernet.weight_parameters()),
-                     "supernet_flops": forward_flops(supernet, size)})
+                     "params": supernet["fused_params"], "flops": supernet["fused_flops"], "edges": supernet["edges"],
+                     "supernet_params": supernet["supernet_params"], "supernet_flops": supernet["supernet_flops"]})
         rows.append({"method": "two stage (decoded, retrained)", "seed": seed, "miou": retrained["miou"],
-                     "params": dec["params"], "flops": dec["flops"], "edges": decoded.num_edges(),
+                     "params": decoded["fused_params"], "flops": decoded["fused_flops"], "edges": decoded["edges"],
                      "searched_miou": searched["miou"]})
         stages += [dict(seed=seed, **_stage("single stage", single, single_cfg, super_crop)),
                    dict(seed=seed, **_stage("search", searched, search_cfg, super_crop)),

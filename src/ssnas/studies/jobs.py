@@ -1,0 +1,443 @@
+"""Running a study's sub-runs in parallel processes, and from the results store.
+
+A study's ``run`` is plain sequential code: it asks :class:`~ssnas.studies.common.StudyDir` for sub-runs
+(``train``, ``evaluation``) and uses their numbers. The :class:`Scheduler` runs it in *passes*:
+
+- a sub-run whose record is in the store (same key) returns its stored numbers at once;
+- one that is not finished is recorded as *pending* and returns :data:`PENDING`, a placeholder that lets
+  the rest of the pass go on (so later, independent sub-runs are found too);
+- one whose config names the checkpoint of an unfinished sub-run is *deferred* to a later pass; one that
+  names the checkpoint of a sub-run known only from the store re-trains that sub-run first (the store keeps
+  numbers, not checkpoints).
+
+Then the pending set runs, ``jobs`` processes at a time (spawned; each sets torch threads to ``run.threads``
+through its Trainer; ``jobs == 1`` runs them in this process), each writing its record the moment it
+finishes. Passes repeat until one completes with nothing pending: only that pass's results are returned,
+built from stored numbers alone, so serial and parallel runs give the same report. Sub-runs that fail are
+listed (name and one-line reason; the traceback goes to ``error.txt`` in the run folder) after the others
+finished; running the same command again re-does just those. SIGTERM (or Ctrl-C) reaches every running
+sub-run, which checkpoints and stops: the same command resumes them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from ssnas.config import config_hash, to_dict
+from ssnas.errors import UserError, one_line
+from ssnas.studies.store import ResultStore, evaluation_record, train_record, write_json
+
+ERROR_FILE = "error.txt"
+
+
+class _Pending:
+    """A number that is not computed yet. Every operation on it gives it back (or nan, False, "…"), so a
+    study's code runs through a planning pass without special cases; the pass's results are thrown away."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+    def __getitem__(self, key):
+        return self
+
+    def __iter__(self):
+        return iter((self,))
+
+    def __len__(self):
+        return 1
+
+    def __contains__(self, item):
+        return True
+
+    def __bool__(self):
+        return False
+
+    def __float__(self):
+        return math.nan
+
+    def __int__(self):
+        return 0
+
+    def __format__(self, spec):
+        return "…"
+
+    def __repr__(self):
+        return "PENDING"
+
+    def _self(self, *args):
+        return self
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _self
+    __floordiv__ = __rfloordiv__ = __pow__ = __rpow__ = __neg__ = __abs__ = __round__ = _self
+    __lt__ = __le__ = __gt__ = __ge__ = lambda self, other: False
+    __hash__ = object.__hash__
+
+
+PENDING = _Pending()
+
+
+class Stopped(Exception):
+    """A sub-run stopped by a signal; its checkpoint is written."""
+
+
+class StudyStopped(UserError):
+    """A signal stopped the study's sub-runs (checkpointed): the same command resumes them."""
+
+
+class SubRunsFailed(UserError):
+    """Some sub-runs failed (the others finished and are stored): the same command re-does only those."""
+
+
+@dataclass
+class SubRun:
+    """One unit of work: a Trainer run (``train``) or an evaluation of ``cfg.model`` (``evaluation``)."""
+    kind: str
+    name: str
+    cfg: object
+    out: Path                       # the run folder (train) or the evals/<name>.json file
+    store: ResultStore
+    key: str = ""
+    task: object = None
+    measure: Callable | None = None  # measure(checkpoint path) -> JSON dict, stored with the record
+    retrain: bool = False            # the record exists but its checkpoint is needed and missing
+
+
+def measure_key(measure: Callable) -> str:
+    """A stable name for a measure and its keyword arguments (a ``functools.partial`` of a module function)."""
+    func = getattr(measure, "func", measure)
+    kwargs = getattr(measure, "keywords", {}) or {}
+    return f"{func.__module__}.{func.__qualname__}({json.dumps(kwargs, sort_keys=True, default=list)})"
+
+
+def checkpoint_of(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "last.pt"
+
+
+# ---------------------------------------------------------------------------- one sub-run (any process)
+def execute(job: SubRun) -> None:
+    """Run ``job`` and write its record; raises :class:`Stopped` when a signal stopped it."""
+    if job.kind == "train":
+        from ssnas.engine.logger import read_metrics
+        from ssnas.engine.trainer import Trainer
+
+        out = job.out
+        finished = (out / "summary.json").is_file()
+        resume = (out / "config.yaml").is_file() and not (finished and job.retrain)
+        summary = Trainer(job.cfg, out, task=job.task, resume=resume, overwrite=finished and job.retrain).run()
+        if "stopped" in summary:
+            raise Stopped(summary["stopped"])
+        measures = {measure_key(job.measure): job.measure(str(checkpoint_of(out)))} if job.measure else {}
+        job.store.save(train_record(job.name, job.key, summary, read_metrics(out / "metrics.jsonl"), measures))
+    else:
+        from ssnas.engine.task import SegmentationTask
+
+        start = time.time()
+        task = SegmentationTask(job.cfg)
+        model = task.build_model()
+        metrics = task.evaluate(model)
+        result = {"miou": metrics["miou"], "edges": model.num_edges(), "config_hash": config_hash(job.cfg)}
+        write_json(job.out, result)
+        job.store.save(evaluation_record(job.name, job.key, result, time.time() - start))
+
+
+def _error_file(job: SubRun) -> Path:
+    return job.out / ERROR_FILE if job.kind == "train" else job.out.with_suffix(".error.txt")
+
+
+def _attempt(job: SubRun) -> tuple[str, str | None]:
+    """("done", None), ("stopped", signal name) or ("failed", one-line reason, traceback kept in a file)."""
+    try:
+        execute(job)
+        return "done", None
+    except Stopped as exc:
+        return "stopped", str(exc)
+    except Exception as exc:  # noqa: BLE001 - any failure of one sub-run is reported, the others go on
+        path = _error_file(job)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(traceback.format_exc())
+        except OSError:
+            pass
+        reason = str(one_line(exc)) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        return "failed", f"{reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__} ({path})"
+
+
+def _child(job: SubRun, conn) -> None:
+    """A spawned process: one sub-run, the outcome sent back (the record itself goes to the store)."""
+    conn.send(_attempt(job))
+    conn.close()
+
+
+# ---------------------------------------------------------------------------- the passes
+@dataclass
+class Scheduler:
+    """A study's sub-runs: reuse from the store, the pending set of a pass, failures across passes."""
+    study_dir: object
+    store: ResultStore
+    jobs: int = 1
+    failed: dict = field(default_factory=dict)       # name -> one-line reason (this invocation)
+    ran_now: set = field(default_factory=set)        # names trained or evaluated by this invocation
+    checkpoints: dict = field(default_factory=dict)  # checkpoint path handed out -> sub-run name
+
+    def begin_pass(self) -> None:
+        sd = self.study_dir
+        sd.started, sd.reused, sd.train_time_s = [], [], 0.0
+        self.pending: dict[str, SubRun] = {}
+        self.deferred: dict[str, list[str]] = {}
+        self.requested: dict[str, SubRun] = {}
+        self.records: dict[str, dict] = {}
+
+    # ------------------------------------------------------------ requests from the study's code
+    def request(self, job: SubRun):
+        """The sub-run's numbers (train: its summary, + ``measure``; evaluation: miou, edges) or PENDING."""
+        job.key = self.key(job.cfg)
+        self.requested[job.name] = job
+        record = self._finished(job)
+        if record is not None:
+            first = job.name not in self.records
+            self.records[job.name] = record
+            if first:
+                (self.study_dir.started if job.name in self.ran_now else self.study_dir.reused).append(job.name)
+                self.study_dir.train_time_s += record["wall_time_s"] if job.kind == "train" else 0.0
+            else:
+                self.study_dir.reused.append(job.name)  # asked for twice in one study (a shared run)
+            return _numbers(record, job)
+        if job.name in self.failed:
+            return PENDING
+        blocked = [d for d in self._dependencies(job.cfg) if not self._ready(d)]
+        if blocked:
+            self.deferred[job.name] = blocked
+        else:
+            self.pending.setdefault(job.name, job)
+        return PENDING
+
+    def metrics(self, name: str):
+        """The metrics.jsonl records of a finished sub-run (from its record), PENDING otherwise."""
+        record = self.records.get(name)
+        return record["metrics"] if record is not None else PENDING
+
+    def checkpoint(self, name: str, path: str) -> str:
+        self.checkpoints[path] = name
+        return path
+
+    def key(self, cfg) -> str:
+        """The config hash, with checkpoint paths of sub-runs replaced by those sub-runs' own keys: the same
+        wherever ``--out`` is, and changed whenever what a checkpoint comes from changes."""
+        def walk(node):
+            if isinstance(node, dict):
+                return {k: walk(v) for k, v in node.items()}
+            if isinstance(node, list):
+                return [walk(v) for v in node]
+            if isinstance(node, str) and node in self.checkpoints:
+                dep = self.requested.get(self.checkpoints[node])
+                return f"<checkpoint of {self.checkpoints[node]}, key {dep.key if dep else None}>"
+            return node
+        import hashlib
+        return hashlib.sha256(json.dumps(walk(to_dict(cfg)), sort_keys=True).encode()).hexdigest()[:16]
+
+    def _dependencies(self, cfg) -> list[str]:
+        found = []
+
+        def walk(node):
+            if isinstance(node, dict):
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, str) and node in self.checkpoints:
+                found.append(self.checkpoints[node])
+        walk(to_dict(cfg))
+        return found
+
+    def _ready(self, name: str) -> bool:
+        """The checkpoint of sub-run ``name`` is there to build on; re-train it when only its record is."""
+        job = self.requested.get(name)
+        if name not in self.records or job is None:
+            return False
+        if checkpoint_of(job.out).is_file():
+            return True
+        self.pending.setdefault(name, replace(job, retrain=True))
+        return False
+
+    def _finished(self, job: SubRun) -> dict | None:
+        """The record of a finished ``job``: from the store, or adopted from a finished run folder."""
+        record = self.store.load(job.name)
+        if record is not None and record.get("key") == job.key:
+            if job.measure is None or measure_key(job.measure) in record["measures"]:
+                return record
+            ckpt = checkpoint_of(job.out)
+            if ckpt.is_file():  # a new measure of a kept checkpoint
+                record["measures"][measure_key(job.measure)] = job.measure(str(ckpt))
+                self.store.save(record)
+                return record
+            return None
+        return self._adopt(job)
+
+    def _adopt(self, job: SubRun) -> dict | None:
+        """A sub-run finished in the study folder but not in the store (a folder from before the store, or
+        another ``--results``): its record is made from the folder without running anything."""
+        h = config_hash(job.cfg)
+        if job.kind == "evaluation":
+            if not job.out.is_file():
+                return None
+            result = json.loads(job.out.read_text())
+            if result.get("config_hash") != h:
+                return None
+            record = evaluation_record(job.name, job.key, result, 0.0)
+        else:
+            from ssnas.engine.logger import read_metrics
+
+            path = job.out / "summary.json"
+            if not path.is_file():
+                return None
+            summary = json.loads(path.read_text())
+            if summary.get("config_hash") != h or (job.measure and not checkpoint_of(job.out).is_file()):
+                return None
+            measures = {measure_key(job.measure): job.measure(str(checkpoint_of(job.out)))} if job.measure else {}
+            record = train_record(job.name, job.key, summary, read_metrics(job.out / "metrics.jsonl"), measures)
+        self.store.save(record)
+        return record
+
+    # ------------------------------------------------------------ running the pending set
+    def run_pending(self) -> None:
+        """Run this pass's pending sub-runs; raise UserError when a signal stopped them (resumable)."""
+        jobs = list(self.pending.values())
+        progress = self.study_dir.progress
+        waiting = f", {len(self.deferred)} waiting for their checkpoints" if self.deferred else ""
+        progress(f"{len(jobs)} sub-run(s) to run, {min(self.jobs, len(jobs))} at a time{waiting}")
+        outcomes = run_all(jobs, self.jobs, progress)
+        stopped = []
+        for job in jobs:
+            status, detail = outcomes.get(job.name, ("stopped", "not started"))
+            if status == "done":
+                self.ran_now.add(job.name)
+            elif status == "failed":
+                self.failed[job.name] = detail
+            else:
+                stopped.append(job.name)
+        if stopped:
+            raise StudyStopped(f"{self.study_dir.path}: stopped ({', '.join(stopped)} checkpointed or not started); "
+                            f"run the same command again to resume")
+
+    def unfinished(self) -> str:
+        """One line: what failed and what could not run because of it."""
+        parts = [f"{n}: {why}" for n, why in self.failed.items()]
+        parts += [f"{n}: not run, needs {', '.join(deps)}" for n, deps in self.deferred.items()]
+        return "; ".join(parts)
+
+
+def run_passes(study: Callable[[], dict], scheduler: Scheduler) -> dict:
+    """``study()`` in passes until one needs nothing that is not finished; that pass's results."""
+    n = 0
+    while True:
+        n += 1
+        scheduler.begin_pass()
+        error = None
+        try:
+            results = study()
+        except UserError:
+            raise  # a config mistake: before any pending sub-run is spent
+        except Exception as exc:  # noqa: BLE001 - a planning pass may trip over a PENDING value
+            if not (scheduler.pending or scheduler.deferred or scheduler.failed):
+                raise
+            error = exc
+        if scheduler.pending:
+            scheduler.study_dir.progress(f"pass {n}")
+            scheduler.run_pending()
+            continue
+        if scheduler.failed or scheduler.deferred:
+            names = sorted(set(scheduler.failed) | set(scheduler.deferred))
+            raise SubRunsFailed(f"{len(names)} sub-run(s) of {scheduler.study_dir.path} did not finish — "
+                            f"{scheduler.unfinished()} — run the same command again to re-do only these")
+        if error is not None:  # pragma: no cover - nothing was pending, so the error is the study's own
+            raise error
+        return results
+
+
+def run_all(jobs: list[SubRun], n: int, progress) -> dict:
+    """name -> (status, detail) for ``jobs``, at most ``n`` at a time (in this process when ``n`` is 1)."""
+    outcomes = {}
+    if n <= 1:
+        for job in jobs:
+            progress(f"running {job.name}")
+            start = time.time()
+            outcomes[job.name] = _attempt(job)
+            _report(progress, job, outcomes[job.name], time.time() - start)
+            if outcomes[job.name][0] == "stopped":
+                break
+        return outcomes
+    return _run_processes(jobs, n, progress)
+
+
+def _report(progress, job, outcome, seconds) -> None:
+    status, detail = outcome
+    if status == "done":
+        progress(f"finished {job.name} ({seconds / 60:.1f} min)")
+    else:
+        progress(f"{status} {job.name}: {detail}")
+
+
+def _run_processes(jobs: list[SubRun], n: int, progress) -> dict:
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    ctx = mp.get_context("spawn")   # a fresh interpreter: no forked torch thread pools or locks
+    queue, running, outcomes = list(jobs), {}, {}
+    stop: list[int] = []
+
+    def on_signal(signum, frame):
+        stop.append(signum)
+        if signum == signal.SIGTERM:  # Ctrl-C reaches the whole process group by itself; SIGTERM does not
+            for proc, _, _, _ in running.values():
+                if proc.is_alive():
+                    os.kill(proc.pid, signal.SIGTERM)
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while queue or running:
+            while queue and len(running) < n and not stop:
+                job = queue.pop(0)
+                receive, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(job, send), name=f"ssnas-{job.name}")
+                proc.start()
+                send.close()
+                running[proc.sentinel] = (proc, receive, job, time.time())
+                progress(f"running {job.name} (process {proc.pid})")
+            if not running:
+                break
+            for sentinel in wait(list(running)):
+                proc, receive, job, start = running.pop(sentinel)
+                proc.join()
+                try:
+                    outcome = receive.recv() if receive.poll() else None
+                except EOFError:
+                    outcome = None
+                if outcome is None:
+                    outcome = (("stopped", f"exit code {proc.exitcode}") if stop
+                               else ("failed", f"the process ended with exit code {proc.exitcode}"))
+                outcomes[job.name] = outcome
+                _report(progress, job, outcome, time.time() - start)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return outcomes
+
+
+def _numbers(record: dict, job: SubRun) -> dict:
+    """What the study's code gets: the summary (+ ``measure``) of a run, the result of an evaluation."""
+    if record["kind"] == "evaluation":
+        return dict(record["result"])
+    out = dict(record["summary"])
+    if job.measure is not None:
+        out["measure"] = record["measures"][measure_key(job.measure)]
+    return out

@@ -1,0 +1,105 @@
+"""The results store: one small JSON record per finished sub-run, meant to be committed to the repository.
+
+A reproduction may outlive a working session and move to another machine, while run folders (checkpoints)
+stay behind. So every finished sub-run's numbers — its ``summary.json`` without machine paths, its
+``metrics.jsonl`` records without per-class lists, the study's measures of its checkpoint — go into
+``<store>/<run>.json`` with the key its reuse is checked by (``key``: the config hash, with the checkpoint
+paths of other sub-runs replaced by their own keys, so that the key does not depend on ``--out``) and where
+and when the numbers were made (date, machine, CPU model, torch version, git commit). Records are written
+atomically the moment a sub-run finishes.
+"""
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+from ssnas.engine.checkpoint import atomic_write_bytes
+
+SUMMARY_DROP = ("checkpoint", "plots")     # machine paths: not numbers, and wrong on another machine
+METRICS_DROP = ("per_class_iou",)          # per epoch, the bulkiest field; the final one stays in the summary
+
+
+def write_json(path: Path, data) -> None:
+    """Atomically (temp file + rename): a crash leaves the old record or the new one, never half of one."""
+    text = json.dumps(data, indent=1) + "\n"
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+@functools.lru_cache(maxsize=1)
+def provenance() -> dict:
+    """Where numbers come from: machine, CPU model, torch version and the git commit of the ssnas source."""
+    import torch
+
+    cpu = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "torch": torch.__version__, "git_commit": _git_commit()}
+
+
+def _git_commit() -> str | None:
+    """HEAD of the checkout ssnas is imported from, ``+dirty`` with uncommitted changes; None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+class ResultStore:
+    """``<path>/<run>.json`` records of one study's sub-runs."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / f"{name}.json"
+
+    def load(self, name: str) -> dict | None:
+        path = self.file(name)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def save(self, record: dict) -> None:
+        write_json(self.file(record["name"]), record)
+
+    def records(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted(self.path.glob("*.json"))]
+
+
+def train_record(name: str, key: str, summary: dict, metrics: list[dict], measures: dict) -> dict:
+    return {"name": name, "kind": "train", "key": key, "finished": now(), **provenance(),
+            "wall_time_s": summary.get("wall_time_s", 0.0),
+            "summary": {k: v for k, v in summary.items() if k not in SUMMARY_DROP},
+            "metrics": [{k: v for k, v in r.items() if k not in METRICS_DROP} for r in metrics],
+            "measures": measures}
+
+
+def evaluation_record(name: str, key: str, result: dict, wall_time_s: float) -> dict:
+    return {"name": name, "kind": "evaluation", "key": key, "finished": now(), **provenance(),
+            "wall_time_s": wall_time_s, "result": result}
+
+
+def provenance_head(records: list[dict]) -> dict:
+    """What a document built from ``records`` states about them: dates, machines, wall time, commits."""
+    dates = sorted(r["finished"] for r in records)
+    machines = sorted({f"{r['platform']}, CPU {r['cpu']}, torch {r['torch']}" for r in records})
+    return {"records": len(records), "first": dates[0] if dates else None, "last": dates[-1] if dates else None,
+            "machines": machines, "wall_time_s": sum(r["wall_time_s"] for r in records),
+            "git_commits": sorted({str(r["git_commit"]) for r in records})}
