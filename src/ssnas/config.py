@@ -46,6 +46,7 @@ class DataConfig:
     format: str = "folder"                 # folder | cityscapes
     root: str = ""
     make_demo: bool = False                # write the embedded demo dataset at `root` when it is missing
+    demo_preset: str = "demo"              # which demo dataset make_demo writes (data/demo_presets.py)
     train_split: str = "train"
     val_split: str = "val"
     labels: str = "fine"                   # fine | coarse | both (annotations of the training split)
@@ -375,6 +376,9 @@ def validate(cfg: ExperimentConfig, prefix: str = "") -> None:
     if ref is not None and (isinstance(ref, bool) or not isinstance(ref, int) or ref <= 0):
         bad("arch_optim.reference_steps", f"{ref!r} must be a positive integer (the reference run's number of "
             "architecture steps, e.g. 38850) or null")
+    from ssnas.data.demo_presets import PRESETS as DEMO_PRESETS   # here: the data package is heavy to import
+    if cfg.data.demo_preset not in DEMO_PRESETS:
+        bad("data.demo_preset", f"{cfg.data.demo_preset!r} is not one of {', '.join(DEMO_PRESETS)}")
     if not 0.0 <= cfg.model.prune_edges < 1.0:
         bad("model.prune_edges", f"{cfg.model.prune_edges} must be a fraction in [0, 1)")
     if cfg.model.discretize_edges is not None and not 1 <= cfg.model.discretize_edges <= 3:
@@ -405,9 +409,28 @@ def _validate_darts(g: "DartsConfig", bad) -> None:
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
-    """A short stable hash of everything that defines a run (used to refuse mixing runs in one folder)."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    """A short stable hash of everything that defines a run (used to refuse mixing runs in one folder, and as
+    the key of a sub-run's stored results). Keys at their default value are left out, so that a new key
+    whose default keeps the old behaviour does not change the hash of earlier runs (a reproduction's stored
+    results stay valid across versions); changing a default's *value* therefore needs care."""
+    blob = json.dumps(_non_default(to_dict(cfg), to_dict(ExperimentConfig())), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _non_default(data: dict, default: dict) -> dict:
+    out = {}
+    for key, value in data.items():
+        ref = default.get(key, _MISSING)
+        if isinstance(value, dict) and isinstance(ref, dict):
+            sub = _non_default(value, ref)
+            if sub:
+                out[key] = sub
+        elif value != ref:
+            out[key] = value
+    return out
+
+
+_MISSING = object()
 
 
 def dump_config(cfg: ExperimentConfig) -> str:

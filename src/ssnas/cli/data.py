@@ -24,6 +24,8 @@ def register(subparsers) -> None:
                       "dataset already there is reused)")
     demo.add_argument("--seed", type=int, default=None, help="random seed of the generated scenes "
                       "(default: the demo's own)")
+    demo.add_argument("--preset", default="demo", help="named parameter set (data/demo_presets.py): 'demo' "
+                      "(the main job's) or 'proxy' (the studies' proxy scale)")
     demo.set_defaults(func=run_demo)
 
 
@@ -42,8 +44,12 @@ def run_check(args) -> int:
 
 def run_demo(args) -> int:
     from ssnas.data.demo import make_demo_dataset
+    from ssnas.data.demo_presets import PRESETS
+    from ssnas.errors import UserError
 
+    if args.preset not in PRESETS:
+        raise UserError(f"--preset: {args.preset!r} is not one of {', '.join(PRESETS)}")
     seed = {} if args.seed is None else {"seed": args.seed}
-    root = make_demo_dataset(args.out, **seed)   # refuses a folder holding anything else
+    root = make_demo_dataset(args.out, **seed, **PRESETS[args.preset])   # refuses a folder holding anything else
     print(f"demo dataset ready at {root}")
     return 0

@@ -146,7 +146,7 @@ def _split_rows(n: int, split: str) -> slice:
     return slice(0, cut) if split == "train" else slice(cut, n)
 
 
-def _load_sources(split: str) -> _Sources:
+def _load_sources(split: str, thing_digits: dict | None = None) -> _Sources:
     from sklearn.datasets import load_digits  # imported here: sklearn is slow to import and rarely needed
 
     textures = {}
@@ -164,7 +164,8 @@ def _load_sources(split: str) -> _Sources:
     digits = load_digits()
     part = _split_rows(len(digits.target), split)
     images, target = digits.images[part] / DIGIT_MAX_INK, digits.target[part]
-    groups = {cls: images[np.isin(target, ds)].astype(np.float32) for cls, ds in THING_DIGITS.items()}
+    groups = {cls: images[np.isin(target, ds)].astype(np.float32)
+              for cls, ds in (thing_digits or THING_DIGITS).items()}
     return _Sources(textures, fills, groups)
 
 
@@ -349,14 +350,21 @@ def render_scene(seed: int, split: str, index: int, size: tuple, sources: _Sourc
     return rgb, label, _coarse_label(label, instances, small)
 
 
-def _params(seed: int, n_train: int, n_val: int, size) -> dict:
+def _params(seed: int, n_train: int, n_val: int, size, thing_digits: dict | None = None) -> dict:
     require(isinstance(seed, (int, np.integer)) and seed >= 0, f"seed: got {seed!r}, expected an integer >= 0")
     for key, n in (("n_train", n_train), ("n_val", n_val)):
         require(isinstance(n, (int, np.integer)) and n >= 1, f"{key}: got {n!r}, expected an integer >= 1")
     ok = (isinstance(size, (tuple, list)) and len(size) == 2
           and all(isinstance(s, (int, np.integer)) and s >= MIN_SIDE for s in size))
     require(ok, f"size: got {size!r}, expected (H, W) integers >= {MIN_SIDE}")
-    return {"seed": int(seed), "n_train": int(n_train), "n_val": int(n_val), "size": [int(s) for s in size]}
+    params = {"seed": int(seed), "n_train": int(n_train), "n_val": int(n_val), "size": [int(s) for s in size]}
+    if thing_digits is not None:  # only when given, so the default dataset's manifest stays as it was
+        ok = (isinstance(thing_digits, dict) and set(thing_digits) == set(THING_DIGITS)
+              and all(isinstance(v, (list, tuple)) and v and all(isinstance(d, int) and 0 <= d <= 9 for d in v)
+                      for v in thing_digits.values()))
+        require(ok, f"thing_digits: got {thing_digits!r}, expected digits 0-9 for each of {sorted(THING_DIGITS)}")
+        params["thing_digits"] = {k: [int(d) for d in thing_digits[k]] for k in THING_DIGITS}
+    return params
 
 
 def _read_manifest(root: Path):
@@ -385,7 +393,7 @@ def _check_existing(out_dir: Path, params: dict) -> bool:
 
 
 def _write_split(root: Path, split: str, params: dict, counts: dict) -> None:
-    sources = _load_sources(split)
+    sources = _load_sources(split, params.get("thing_digits"))
     n = params[f"n_{split}"]
     dirs = {kind: root / kind / split for kind in ("images", "labels")}
     if split == COARSE_SPLIT:
@@ -419,14 +427,14 @@ def _write_dataset(root: Path, params: dict) -> None:
 
 
 def make_demo_dataset(out_dir, seed: int = DEFAULT_SEED, n_train: int = DEFAULT_N_TRAIN,
-                      n_val: int = DEFAULT_N_VAL, size=DEFAULT_SIZE) -> Path:
+                      n_val: int = DEFAULT_N_VAL, size=DEFAULT_SIZE, thing_digits: dict | None = None) -> Path:
     """Build the demo dataset at ``out_dir`` (or return it untouched if it is already there) and return its path.
 
     Atomic: everything is written to a sibling ``<out_dir>.tmp-*`` and renamed into place, so an
     interrupted run never leaves a half dataset. A directory holding anything else is never overwritten.
     """
     out_dir = Path(out_dir)
-    params = _params(seed, n_train, n_val, size)
+    params = _params(seed, n_train, n_val, size, thing_digits)
     if _check_existing(out_dir, params):
         return out_dir
     try:

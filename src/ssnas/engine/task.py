@@ -37,9 +37,10 @@ class SegmentationTask:
             from pathlib import Path
 
             from ssnas.data.demo import make_demo_dataset
+            from ssnas.data.demo_presets import PRESETS
             if not Path(d.root).exists():
-                print(f"[ssnas] writing the embedded demo dataset to {d.root}", flush=True)
-            make_demo_dataset(d.root, seed=0)
+                print(f"[ssnas] writing the embedded demo dataset ({d.demo_preset}) to {d.root}", flush=True)
+            make_demo_dataset(d.root, seed=0, **PRESETS[d.demo_preset])
 
     def dataset(self, role: str):
         """Cached datasets: 'fine', 'coarse', 'both' (train split, augmented) and 'val'."""

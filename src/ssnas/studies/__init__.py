@@ -19,6 +19,7 @@ from ssnas.errors import UserError
 
 # name → module under ssnas.studies
 STUDIES = {
+    "calibration": "ssnas.studies.calibration",         # how the proxy scale was chosen (issue 11)
     "discretization": "ssnas.studies.discretization",   # Fig. 2a, 2b
     "entropy": "ssnas.studies.entropy",                 # Table 2, Fig. 3
     "entropy-table": "ssnas.studies.entropy_table",     # Table 1
