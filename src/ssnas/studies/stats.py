@@ -160,7 +160,7 @@ def verdict_text(word: str, iv: Interval | None = None, scale: float = 1.0, unit
     if iv is None:
         return "**inconclusive**"
     if iv.low == -math.inf and iv.high == math.inf:
-        return "**inconclusive** (CI [−∞, +∞]: one seed per setting)"
+        return "**inconclusive** (one seed per setting: no CI)"
     return f"**inconclusive** (CI [{scale * iv.low:+.{digits}f}, {scale * iv.high:+.{digits}f}]{unit})"
 
 
@@ -211,3 +211,18 @@ def seeds_needed(effect: float, std: float, paired: bool = True, correlation: fl
         if float(nct.sf(crit, df, ncp) + nct.cdf(-crit, df, ncp)) >= power:
             return n
     raise ValueError(f"more than {max_seeds} seeds needed for effect {effect} at std {std}")
+
+
+def power_note(groups: list[list[float]], effect: float | None, what: str, scale: float = 100,
+               unit: str = " points") -> str:
+    """One line for a report: the pooled seed-to-seed std and the seeds per setting that ``effect`` needs."""
+    std = pooled_std(groups)
+    if math.isnan(std) or std == 0 or effect is None or not effect > 0:
+        return "seed-to-seed std: not measurable here (one seed per setting, or no spread)"
+    try:
+        n = str(seeds_needed(effect, std))
+    except ValueError:
+        n = "more than 1000"
+    return (f"seed-to-seed std {scale * std:.2f}{unit} (pooled over settings): {n} seeds per setting would "
+            f"detect {what} ({scale * effect:.1f}{unit}) at {100 * LEVEL:.0f}% confidence with "
+            f"{100 * POWER:.0f}% power (paired, seeds assumed uncorrelated)")
