@@ -210,7 +210,7 @@ def test_hessian_verdict_counts_growth_not_only_the_end_values():
     assert "split grows (log growth − log 1.3) = -0.262" in lines[0]
     assert lines[1].startswith("- S3") and lines[1].endswith("**did not hold**.")
     assert "λ_end split − joint = +1.067" in lines[1] and "joint stays small (log 1.3 − log growth) = -1.1" in lines[1]
-    assert lines[2].startswith("- S4") and lines[2].endswith("**inconclusive**.") and "one seed" in lines[2]
+    assert lines[2].startswith("- S4") and lines[2].endswith("**inconclusive**.") and "(no CI: 1 seed)" in lines[2]
     assert "held in 0 of 3 space(s)" in text
 
 
@@ -243,7 +243,7 @@ def test_entropy_table_darts_rows(tmp_path):
     from ssnas.studies.entropy_table import darts_rows
 
     def entropy(topology, alpha):
-        return {f"{p}_{c}": {w: {"raw": v[w], "normalized": v[w] / 2} for w in ("start", "end")}
+        return {f"{p}_{c}": {w: {"raw": v[w], "normalized": v[w] / 2, "per_element": v[w] / 8} for w in ("start", "end")}
                 for p, v in (("topology", topology), ("alpha", alpha)) for c in ("normal", "reduce")}
 
     trained = []
@@ -257,5 +257,6 @@ def test_entropy_table_darts_rows(tmp_path):
     assert trained == [("darts-dots-s0", "darts", "dots", 0), ("darts-dots-s1", "darts", "dots", 1)]
     assert [(r["method"], r["parameters"]) for r in rows] == [("DARTS", "Topology"), ("DARTS", "Operations")]
     assert (rows[0]["start_raw"], rows[0]["end_raw"], rows[1]["end_raw"]) == pytest.approx((1.5, 0.5, 1.5))
-    assert rows[1]["start_normalized"] == pytest.approx(1.0)
+    assert rows[1]["start_normalized"] == pytest.approx(1.0) and rows[1]["start_per_element"] == pytest.approx(0.25)
+    assert rows[0]["change"] == pytest.approx([-0.5, -0.75])   # per seed: (end - start) / start
     assert darts_rows(load_config(None, {"study": {"seeds": [0]}}), None, print) == []

@@ -60,7 +60,8 @@ def test_one_seed_or_constant_values():
     single = difference({0: 0.7}, {0: 0.6})
     assert (single.low, single.high) == (-math.inf, math.inf)
     assert directional(single, +1, 0.1) == INCONCLUSIVE
-    assert "one seed" in verdict_text(INCONCLUSIVE, single)
+    assert verdict_text(INCONCLUSIVE, single) == "**inconclusive** (CI [−∞, +∞])"
+    assert single.text(100, " points") == "+10.0 points (no CI: 1 seed)"
     same = difference({0: 0.5, 1: 0.5}, {0: 0.5, 1: 0.5})      # identical: a zero-width interval at 0
     assert (same.low, same.high) == (0.0, 0.0)
     assert directional(same, +1) == INCONCLUSIVE              # excludes neither side of 0

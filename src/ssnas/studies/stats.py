@@ -49,8 +49,10 @@ class Interval:
         def f(x):
             return "n/a" if math.isnan(x) else ("−∞" if x == -math.inf else "+∞" if x == math.inf
                                                 else f"{scale * x:+.{digits}f}")
-        return (f"{f(self.mean)}{unit} ({100 * LEVEL:.0f}% CI [{f(self.low)}, {f(self.high)}], {self.method}, "
-                f"{self.n} seed{'s' if self.n != 1 else ''})")
+        seeds = f"{self.n} seed{'s' if self.n != 1 else ''}"
+        if self.low == -math.inf and self.high == math.inf:
+            return f"{f(self.mean)}{unit} (no CI: {seeds})"
+        return f"{f(self.mean)}{unit} ({100 * LEVEL:.0f}% CI [{f(self.low)}, {f(self.high)}], {self.method}, {seeds})"
 
 
 def t_quantile(p: float, df: float) -> float:
@@ -159,9 +161,9 @@ def verdict_text(word: str, iv: Interval | None = None, scale: float = 1.0, unit
         return f"**{word}**"
     if iv is None:
         return "**inconclusive**"
-    if iv.low == -math.inf and iv.high == math.inf:
-        return "**inconclusive** (one seed per setting: no CI)"
-    return f"**inconclusive** (CI [{scale * iv.low:+.{digits}f}, {scale * iv.high:+.{digits}f}]{unit})"
+    def f(x):
+        return "−∞" if x == -math.inf else "+∞" if x == math.inf else f"{scale * x:+.{digits}f}"
+    return f"**inconclusive** (CI [{f(iv.low)}, {f(iv.high)}]{unit})"
 
 
 def claim(iv: Interval, side: int = 1, effect: float | None = None, scale: float = 1.0, unit: str = "",
