@@ -222,3 +222,28 @@ def test_reproduce_writes_the_document_from_the_results(demo_root, tmp_path, cap
     assert main(args) == 2
     assert "not written by `ssnas reproduce`" in capsys.readouterr().err
     assert doc.read_text() == "my own notes"
+
+
+def test_entropy_verdict_on_crafted_numbers():
+    """Table 2's rule on numbers with a clear answer: constant loses 3.5-4 points at every seed (held), linear
+    loses none (its CI excludes half the paper's relative drop: did not hold); linear is at least as good."""
+    from ssnas.studies.entropy import verdict
+    from ssnas.studies.common import mean_std
+    none = [0.70, 0.72, 0.68]
+    high = {"constant": [0.66, 0.685, 0.645], "linear": [0.699, 0.722, 0.6785]}
+    rows = [{"scaling": s, "magnitude": m, "seed": seed, "miou": v, "beta_start_normalized": 1.0,
+             "beta_end_normalized": 1.0 if m == "none" else 0.5 - 0.1 * (s == "constant") + 0.01 * seed}
+            for s in ("constant", "linear") for m, vals in (("none", none), ("high", high[s]))
+            for seed, v in enumerate(vals)]
+    table = {s: {m: mean_std([r["miou"] for r in rows if r["scaling"] == s and r["magnitude"] == m])
+                 for m in ("none", "high")} for s in ("constant", "linear")}
+    lines = verdict({"magnitudes": {"none": 0.0, "high": 1.0}, "table": table, "rows": rows,
+                     "scalings": ["constant", "linear"], "seeds": [0, 1, 2]}).splitlines()
+    assert lines[0].startswith("- constant:")
+    assert "+3.7 points (95% CI [+2.9, +4.4], paired, 3 seeds) → **held**" in lines[0]
+    assert lines[1].startswith("- linear:") and "→ **did not hold**" in lines[1]
+    assert "'linear is at least as good'" in lines[2] and lines[2].endswith("**held**.")
+    assert lines[3].startswith("- Power: seed-to-seed std 2.07 points") and "seeds per setting" in lines[3]
+    assert all("→ **held** ('stronger entropy loss, lower final entropy')" in line for line in lines[4:6])
+    # constant ends 0.1 lower than linear at every seed: its entropy fell faster
+    assert "constant − linear = +0.100 (95% CI [+0.100, +0.100], paired, 3 seeds) → **held**" in lines[6]
