@@ -182,7 +182,8 @@ def test_hessian_study_tiny(tmp_path, monkeypatch):
     assert [(r["mode"], r["seed"], r["curve"]) for r in rows][:2] == [("split", "0", "1:1 2:2"),
                                                                       ("split", "1", "1:1 2:2.2")]
     assert [float(r["eig_ratio"]) for r in rows] == pytest.approx([2.0, 2.2, 1.9, 1.1, 1.0, 1.05])
-    assert [float(r["log_growth"]) for r in rows] == pytest.approx([math.log(x) for x in (2.0, 2.2, 1.9, 1.1, 1.0, 1.05)])
+    growths = (2.0, 2.2, 1.9, 1.1, 1.0, 1.05)
+    assert [float(r["log_growth"]) for r in rows] == pytest.approx([math.log(x) for x in growths])
     for r in rows:
         assert 0 <= int(r["skip_normal"]) <= int(r["param_free_normal"]) <= 8 and 0 <= float(r["accuracy"]) <= 1
     report = (out / "report.md").read_text()
@@ -199,7 +200,8 @@ def _hessian_rows(space, split, joint):
 
 def test_hessian_verdict_counts_growth_not_only_the_end_values():
     from ssnas.studies.hessian import _means, verdict
-    rows = (_hessian_rows("s1", [(1.0, 1.0), (1.0, 1.01), (1.0, 0.99)], [(1.0, 0.5), (1.0, 0.5), (1.0, 0.6)])  # no growth
+    # S1: split does not grow
+    rows = (_hessian_rows("s1", [(1.0, 1.0), (1.0, 1.01), (1.0, 0.99)], [(1.0, 0.5), (1.0, 0.5), (1.0, 0.6)])
             # joint ends below split at every seed, but grows ×4 too: 'stays small' must not hold
             + _hessian_rows("s3", [(1.0, 5.0), (1.0, 5.5), (1.0, 4.8)], [(1.0, 4.0), (1.0, 4.2), (1.0, 3.9)])
             + _hessian_rows("s4", [(1.0, 3.0)], [(1.0, 1.0)]))   # one seed: no interval
@@ -243,7 +245,8 @@ def test_entropy_table_darts_rows(tmp_path):
     from ssnas.studies.entropy_table import darts_rows
 
     def entropy(topology, alpha):
-        return {f"{p}_{c}": {w: {"raw": v[w], "normalized": v[w] / 2, "per_element": v[w] / 8} for w in ("start", "end")}
+        return {f"{p}_{c}": {w: {"raw": v[w], "normalized": v[w] / 2, "per_element": v[w] / 8}
+                             for w in ("start", "end")}
                 for p, v in (("topology", topology), ("alpha", alpha)) for c in ("normal", "reduce")}
 
     trained = []

@@ -247,3 +247,33 @@ def test_entropy_verdict_on_crafted_numbers():
     assert all("→ **held** ('stronger entropy loss, lower final entropy')" in line for line in lines[4:6])
     # constant ends 0.1 lower than linear at every seed: its entropy fell faster
     assert "constant − linear = +0.100 (95% CI [+0.100, +0.100], paired, 3 seeds) → **held**" in lines[6]
+
+
+def test_discretization_and_two_stage_verdicts_on_crafted_numbers():
+    """Fig. 2: the unregularized supernet loses 60-70% at 30% dropped, the regularized one 5-10% (held; and the
+    collapse at 20% held); Tables 4/6: the single stage is cheaper and within 0.5 points (non-inferior)."""
+    from ssnas.studies import discretization, two_stage
+    lost = {"none": {0.2: [0.6, 0.65, 0.7], 0.3: [0.6, 0.7, 0.65]}, "high": {0.2: [0.0, 0.05, 0.02],
+                                                                            0.3: [0.05, 0.1, 0.08]}}
+    rows = [{"magnitude": m, "seed": s, "fraction": f, "miou_pruned": 0.5 * (1 - (lost[m][f][s] if f else 0)),
+             "miou_finetuned": 0.5} for m in lost for s in range(3) for f in (0.0, 0.2, 0.3)]
+    lines = discretization.verdict({"magnitudes": {"none": 0.0, "high": 1.0}, "rows": rows,
+                                    "fractions": [0.0, 0.2, 0.3], "beta_entropy_end": {"none": 1.0, "high": 0.2}})
+    lines = lines.splitlines()
+    assert "none − high: +57.3 points (95% CI [" in lines[0]
+    assert lines[0].endswith("→ **held** ('stronger entropy loss, smaller loss').")
+    assert "none − high: +0.0 points (95% CI [+0.0, +0.0], paired, 3 seeds) → **inconclusive**" in lines[1]
+    assert "lost − 50% = +15.0 points" in lines[2] and "→ **held** ('it collapses'" in lines[2]
+
+    models = [{"method": method, "seed": s, "miou": v}
+              for method, vals in ((two_stage.SINGLE, [0.60, 0.62, 0.61]),
+                                   (two_stage.PIPELINES[0][1], [0.605, 0.62, 0.612]),
+                                   (two_stage.PIPELINES[1][1], [0.70, 0.72, 0.71])) for s, v in enumerate(vals)]
+    pipelines = {key or "plain": {"method": method, "cost_ratio_flops": 0.5, "cost_ratio_wall": 0.6,
+                                  "retrain_ratio": 2.5, "miou_two": 0.61 if not key else 0.71}
+                 for key, method, _ in two_stage.PIPELINES}
+    lines = two_stage.verdict({"models": models, "pipelines": pipelines}).splitlines()
+    assert len(lines) == 2 and all("'the single stage is cheaper' **held**" in line for line in lines)
+    assert "single − two stage = -0.2 points (95% CI [" in lines[0]
+    assert lines[0].endswith("(no loss beyond 1.2 points = 2% of the two-stage mIoU) **held**.")
+    assert "single − two stage = -10.0 points" in lines[1] and lines[1].endswith("**did not hold**.")

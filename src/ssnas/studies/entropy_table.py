@@ -89,10 +89,10 @@ def run(cfg, study_dir, progress) -> dict:
     table = markdown_table(["Method", "Parameters", "Seeds", "nats (per decision)", "normalized",
                             "per element (paper's unit)", "Paper (per element)"], body)
     return {"paper": PAPER, "rows": rows, "figures": [],
-            "markdown": "**Table 1** — mean entropy of the architecture parameters, start → end of the search stage, "
-                        "mean over seeds: in nats per decision (a cell's edges or kernels), normalized by ln(#choices), "
-                        "and per element (mean of −p ln p over the parameters, the paper's unit: ln 8 / 8 = 0.260 for "
-                        f"8 uniform operations)\n\n{table}\n"}
+            "markdown": "**Table 1** — mean entropy of the architecture parameters, start → end of the search "
+                        "stage, mean over seeds: in nats per decision (a cell's edges or kernels), normalized by "
+                        "ln(#choices), and per element (mean of −p ln p over the parameters, the paper's unit: "
+                        f"ln 8 / 8 = 0.260 for 8 uniform operations)\n\n{table}\n"}
 
 
 def verdict(results) -> str:
