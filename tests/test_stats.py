@@ -25,6 +25,10 @@ def test_seeds_needed_matches_textbook_sample_sizes():
     assert seeds_needed(1.0, 1.0, correlation=0.75) < seeds_needed(1.0, 1.0, paired=False)
     # a bigger effect or a smaller std needs fewer seeds
     assert seeds_needed(2.0, 1.0) < seeds_needed(1.0, 1.0) < seeds_needed(1.0, 2.0)
+    # a huge effect: 3 pairs suffice (scipy's nct.cdf is nan this far in the tail; it must not matter)
+    assert seeds_needed(0.0462, 0.005) == 3
+    assert [seeds_needed(0.0462, sd) for sd in (0.005, 0.01, 0.02, 0.04)] == sorted(
+        seeds_needed(0.0462, sd) for sd in (0.005, 0.01, 0.02, 0.04))
     with pytest.raises(ValueError):
         seeds_needed(0.0, 1.0)
 

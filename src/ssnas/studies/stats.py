@@ -210,7 +210,9 @@ def seeds_needed(effect: float, std: float, paired: bool = True, correlation: fl
             df, se = 2 * n - 2, std * math.sqrt(2 / n)
         crit = t_quantile(0.5 + level / 2, df)
         ncp = effect / se
-        if float(nct.sf(crit, df, ncp) + nct.cdf(-crit, df, ncp)) >= power:
+        # both tails; the lower one as the upper tail of -T (scipy's nct.cdf returns nan far in the tail)
+        upper, lower = float(nct.sf(crit, df, ncp)), float(nct.sf(crit, df, -ncp))
+        if upper + (0.0 if math.isnan(lower) else lower) >= power:
             return n
     raise ValueError(f"more than {max_seeds} seeds needed for effect {effect} at std {std}")
 
