@@ -277,3 +277,15 @@ def test_discretization_and_two_stage_verdicts_on_crafted_numbers():
     assert "single − two stage = -0.2 points (95% CI [" in lines[0]
     assert lines[0].endswith("(no loss beyond 1.2 points = 2% of the two-stage mIoU) **held**.")
     assert "single − two stage = -10.0 points" in lines[1] and lines[1].endswith("**did not hold**.")
+
+
+def test_two_stage_without_search_entropy_is_one_line(demo_root, tmp_path, capsys):
+    study = {k: v for k, v in STUDY["two-stage"].items() if k != "search_entropy"}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "name": "x", "study": study,
+                                      "data": {**TINY["data"], "root": str(demo_root)}}, sort_keys=False))
+    assert _study("two-stage", config, tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("study.search_entropy: missing, expected c >= 0 of the regularized search (the entropy "
+                        "study's highest magnitude)") and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
