@@ -147,7 +147,7 @@ def test_two_stage_decodes_one_edge_and_kernel_per_cell_and_counts_compute(studi
     single, two, two_reg = r["models"]
     assert two["params"] < single["params"] and two["edges"] == 8 and single["edges"] == 20
     assert two_reg["edges"] == 8 and two_reg["method"].startswith("two stage, entropy-regularized")
-    for key, (search, retrain) in (("plain", ("search", "retrain")), ("-entropy", reg)):
+    for key, (search, retrain) in (("plain", ("search", "retrain")), ("entropy", reg)):
         search, retrain = (stages[x] if isinstance(x, str) else x for x in (search, retrain))
         expected = stages["single stage"]["flops_processed"] / (search["flops_processed"] + retrain["flops_processed"])
         assert r["pipelines"][key]["cost_ratio_flops"] == pytest.approx(expected)
@@ -267,11 +267,10 @@ def test_discretization_and_two_stage_verdicts_on_crafted_numbers():
 
     models = [{"method": method, "seed": s, "miou": v}
               for method, vals in ((two_stage.SINGLE, [0.60, 0.62, 0.61]),
-                                   (two_stage.PIPELINES[0][1], [0.605, 0.62, 0.612]),
-                                   (two_stage.PIPELINES[1][1], [0.70, 0.72, 0.71])) for s, v in enumerate(vals)]
-    pipelines = {key or "plain": {"method": method, "cost_ratio_flops": 0.5, "cost_ratio_wall": 0.6,
-                                  "retrain_ratio": 2.5, "miou_two": 0.61 if not key else 0.71}
-                 for key, method, _ in two_stage.PIPELINES}
+                                   (two_stage.PIPELINES[0][2], [0.605, 0.62, 0.612]),
+                                   (two_stage.PIPELINES[1][2], [0.70, 0.72, 0.71])) for s, v in enumerate(vals)]
+    pipelines = {name: {"method": method, "cost_ratio_flops": 0.5, "cost_ratio_wall": 0.6, "retrain_ratio": 2.5,
+                        "miou_two": 0.61 if name == "plain" else 0.71} for name, _, method, _ in two_stage.PIPELINES}
     lines = two_stage.verdict({"models": models, "pipelines": pipelines}).splitlines()
     assert len(lines) == 2 and all("'the single stage is cheaper' **held**" in line for line in lines)
     assert "single − two stage = -0.2 points (95% CI [" in lines[0]

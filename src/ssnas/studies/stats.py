@@ -35,6 +35,12 @@ MARGIN = 0.02           # "at least as good": a loss of at most 2 % of the refer
 HELD, NOT_HELD, INCONCLUSIVE = "held", "did not hold", "inconclusive"
 
 
+def _number(x: float, scale: float, digits: int) -> str:
+    if math.isnan(x):
+        return "n/a"
+    return "−∞" if x == -math.inf else "+∞" if x == math.inf else f"{scale * x:+.{digits}f}"
+
+
 @dataclass(frozen=True)
 class Interval:
     """A mean (of one sample, or of a difference) with its confidence interval."""
@@ -47,8 +53,7 @@ class Interval:
     def text(self, scale: float = 1.0, unit: str = "", digits: int = 1) -> str:
         """``+1.2 points (95% CI [-0.3, +2.7], paired, 3 seeds)``."""
         def f(x):
-            return "n/a" if math.isnan(x) else ("−∞" if x == -math.inf else "+∞" if x == math.inf
-                                                else f"{scale * x:+.{digits}f}")
+            return _number(x, scale, digits)
         seeds = f"{self.n} seed{'s' if self.n != 1 else ''}"
         if self.low == -math.inf and self.high == math.inf:
             return f"{f(self.mean)}{unit} (no CI: {seeds})"
@@ -161,9 +166,7 @@ def verdict_text(word: str, iv: Interval | None = None, scale: float = 1.0, unit
         return f"**{word}**"
     if iv is None:
         return "**inconclusive**"
-    def f(x):
-        return "−∞" if x == -math.inf else "+∞" if x == math.inf else f"{scale * x:+.{digits}f}"
-    return f"**inconclusive** (CI [{f(iv.low)}, {f(iv.high)}]{unit})"
+    return f"**inconclusive** (CI [{_number(iv.low, scale, digits)}, {_number(iv.high, scale, digits)}]{unit})"
 
 
 def claim(iv: Interval, side: int = 1, effect: float | None = None, scale: float = 1.0, unit: str = "",

@@ -36,9 +36,9 @@ DECODE_RULE = "top-1 incoming edge per cell by β̂, top-1 kernel per cell by α
 BACKWARD_FACTOR = 3       # forward + backward ≈ 3 forward passes
 PAPER_RETRAIN_RATIO = 800 / 120   # DCNAS: 800 retraining epochs after 120 search epochs (Table 6)
 SINGLE = "single stage (supernet)"
-# The two-stage pipelines: (key: run-name suffix, Table 4 method, entropy loss in the search stage?)
-PIPELINES = (("", "two stage (decoded, retrained)", False),
-             ("-entropy", "two stage, entropy-regularized search (decoded, retrained)", True))
+# The two-stage pipelines: (name, run-name suffix, Table 4 method, entropy loss in the search stage?)
+PIPELINES = (("plain", "", "two stage (decoded, retrained)", False),
+             ("entropy", "-entropy", "two stage, entropy-regularized search (decoded, retrained)", True))
 
 
 def _images(summary: dict, batch_size: int) -> int:
@@ -80,32 +80,30 @@ def run(cfg, study_dir, progress) -> dict:
                      "supernet_params": sum(p.numel() for p in supernet.weight_parameters()),
                      "supernet_flops": forward_flops(supernet, size)})
         stages.append(dict(seed=seed, pipeline="single", **_stage("single stage", single, single_cfg, super_crop)))
-        for key, method, regularized in PIPELINES:
+        for name, suffix, method, regularized in PIPELINES:
             entropy = {"entropy.c_alpha": c, "entropy.c_beta": c} if regularized else {}
             search_cfg = derive(cfg, {**search, **entropy, "seed": seed})
-            searched = study_dir.train(f"search{key}-s{seed}", search_cfg)
+            searched = study_dir.train(f"search{suffix}-s{seed}", search_cfg)
             retrain_cfg = derive(cfg, {"seed": seed,
-                                       "model.architecture_from": study_dir.checkpoint(f"search{key}-s{seed}"),
+                                       "model.architecture_from": study_dir.checkpoint(f"search{suffix}-s{seed}"),
                                        "model.discretize_edges": 1, "model.discretize_ops": True,
                                        "protocol.epochs": retrain_epochs, "protocol.warmup": 0.0,
                                        "protocol.search": 0.0, "protocol.finetune": 1.0,
                                        "protocol.entropy_start": 0.0})
-            retrained = study_dir.train(f"retrain{key}-s{seed}", retrain_cfg)
-            decoded, _ = load_model(study_dir.checkpoint(f"retrain{key}-s{seed}"))
+            retrained = study_dir.train(f"retrain{suffix}-s{seed}", retrain_cfg)
+            decoded, _ = load_model(study_dir.checkpoint(f"retrain{suffix}-s{seed}"))
             dec = decoded_cost(decoded, size)
-            rows.append({"method": method, "pipeline": key or "plain", "seed": seed, "miou": retrained["miou"],
+            rows.append({"method": method, "pipeline": name, "seed": seed, "miou": retrained["miou"],
                          "params": dec["params"], "flops": dec["flops"], "edges": decoded.num_edges(),
                          "searched_miou": searched["miou"],
                          "search_beta_end_normalized": searched["entropy"]["beta"]["end"]["normalized"]})
             tag = f" (entropy c={c:g})" if regularized else ""
-            stages += [dict(seed=seed, pipeline=key or "plain", **_stage(f"search{tag}", searched, search_cfg,
-                                                                         super_crop)),
-                       dict(seed=seed, pipeline=key or "plain", **_stage(f"retrain{tag}", retrained, retrain_cfg,
-                                                                         decoded_cost(decoded, crop)["flops"]))]
+            stages += [dict(seed=seed, pipeline=name, **_stage(f"search{tag}", searched, search_cfg, super_crop)),
+                       dict(seed=seed, pipeline=name, **_stage(f"retrain{tag}", retrained, retrain_cfg,
+                                                               decoded_cost(decoded, crop)["flops"]))]
     results = {"paper": PAPER, "rows": rows + stages, "models": rows, "stages": stages, "flops_size": list(size),
                "decode_rule": DECODE_RULE, "search_entropy": c}
-    results["pipelines"] = {key or "plain": _compare(rows, stages, key or "plain", method)
-                            for key, method, _ in PIPELINES}
+    results["pipelines"] = {name: _compare(rows, stages, name, method) for name, _, method, _ in PIPELINES}
     plain = results["pipelines"]["plain"]
     results.update({k: plain[k] for k in ("cost_ratio_flops", "cost_ratio_wall", "retrain_ratio")},
                    miou_single=plain["miou_single"], miou_two=plain["miou_two"])
@@ -147,9 +145,9 @@ def _markdown(results, size, crop) -> str:
               human(s["flops_per_image"]), human(s["flops_processed"])] for s in results["stages"]]
     t6 = markdown_table(["Stage", "seed", "Epochs", "Wall time", "Images", f"FLOPs/img @{crop[0]}×{crop[1]}",
                          "FLOPs processed"], sbody)
-    searched = {m: [r["searched_miou"] for r in models if r["method"] == m] for _, m, _ in PIPELINES}
-    ent = {m: [r["search_beta_end_normalized"] for r in models if r["method"] == m] for _, m, _ in PIPELINES}
-    plain, reg = PIPELINES[0][1], PIPELINES[1][1]
+    searched = {m: [r["searched_miou"] for r in models if r["method"] == m] for _, _, m, _ in PIPELINES}
+    ent = {m: [r["search_beta_end_normalized"] for r in models if r["method"] == m] for _, _, m, _ in PIPELINES}
+    plain, reg = PIPELINES[0][2], PIPELINES[1][2]
     measured = [f"**Measured:** the single stage ({pct(results['miou_single'])} mIoU) costs, in FLOPs processed "
                 f"(in wall time):"]
     measured += [f"- {pct(p['cost_ratio_flops'])} ({pct(p['cost_ratio_wall'])}) of {p['method']} at "
