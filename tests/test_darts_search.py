@@ -169,31 +169,51 @@ def test_segmentation_supernet_tracking(demo_root, tmp_path):
 
 
 def test_hessian_study_tiny(tmp_path, monkeypatch):
-    """Two searches (S2 split, S2 joint) with crafted eigenvalues (the real ones: test_search_end_to_end):
-    split 1 → 2 grows, joint 1 → 1.1 ends below split, so the paper's trend holds."""
-    sequence = iter([1.0, 2.0, 1.0, 1.1])
+    """Six searches (S2, split and joint, 3 seeds) with crafted eigenvalues (the real ones:
+    test_search_end_to_end): split grows ×1.9-2.2, joint ×1.0-1.1, so every part of the paper's claim holds."""
+    split, joint = [(1.0, 2.0), (1.0, 2.2), (1.0, 1.9)], [(1.0, 1.1), (1.0, 1.0), (1.0, 1.05)]
+    sequence = iter([v for pair in split + joint for v in pair])
     monkeypatch.setattr(HessianTracker, "measure", lambda self, trainer: (next(sequence), "exact", 56, 0.0))
     cfg = {**TINY, "darts": {**TINY["darts"], "space": "s2"}, "study": {"spaces": ["s2"], "modes": ["split", "joint"],
-                                                                        "seeds": [0]}}
+                                                                        "seeds": [0, 1, 2]}}
     out = tmp_path / "study"
     assert main(["study", "hessian", "--config", write(tmp_path / "c.yaml", cfg), "--out", str(out)]) == 0
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert [(r["space"], r["mode"], r["curve"]) for r in rows] == [("s2", "split", "1:1 2:2"),
-                                                                   ("s2", "joint", "1:1 2:1.1")]
-    assert [float(r["eig_ratio"]) for r in rows] == pytest.approx([2.0, 1.1])
+    assert [(r["mode"], r["seed"], r["curve"]) for r in rows][:2] == [("split", "0", "1:1 2:2"),
+                                                                      ("split", "1", "1:1 2:2.2")]
+    assert [float(r["eig_ratio"]) for r in rows] == pytest.approx([2.0, 2.2, 1.9, 1.1, 1.0, 1.05])
+    growths = (2.0, 2.2, 1.9, 1.1, 1.0, 1.05)
+    assert [float(r["log_growth"]) for r in rows] == pytest.approx([math.log(x) for x in growths])
     for r in rows:
         assert 0 <= int(r["skip_normal"]) <= int(r["param_free_normal"]) <= 8 and 0 <= float(r["accuracy"]) <= 1
     report = (out / "report.md").read_text()
     assert "fig4_hessian.png" in report and (out / "fig4_hessian.png").stat().st_size > 0
-    assert "S2: split 1.0000 → 2.0000 (×2.00" in report and "held in 1 of 1 space(s)" in report
+    assert "S2: split 1.0000 → 2.0333 (×2.03" in report and "held in 1 of 1 space(s)" in report
+    assert "growth split − joint (log) = +0.660 (95% CI [" in report and "paired, 3 seeds" in report
 
 
-def test_hessian_verdict_did_not_hold():
-    from ssnas.studies.hessian import verdict
-    means = {"s1": {"split": {"start": 1.0, "end": 1.2}, "joint": {"start": 1.0, "end": 0.5}},   # no growth
-             "s3": {"split": {"start": 1.0, "end": 3.0}, "joint": {"start": 1.0, "end": 4.0}}}   # joint larger
-    text = verdict({"means": means, "spaces": ["s1", "s3"]})
-    assert text.count("**did not hold**") == 2 and "held in 0 of 2 space(s)" in text
+def _hessian_rows(space, split, joint):
+    from ssnas.studies.hessian import _log_growth
+    return [{"space": space, "mode": mode, "seed": seed, "eig_start": a, "eig_end": b, "log_growth": _log_growth(a, b)}
+            for mode, pairs in (("split", split), ("joint", joint)) for seed, (a, b) in enumerate(pairs)]
+
+
+def test_hessian_verdict_counts_growth_not_only_the_end_values():
+    from ssnas.studies.hessian import _means, verdict
+    # S1: split does not grow
+    rows = (_hessian_rows("s1", [(1.0, 1.0), (1.0, 1.01), (1.0, 0.99)], [(1.0, 0.5), (1.0, 0.5), (1.0, 0.6)])
+            # joint ends below split at every seed, but grows ×4 too: 'stays small' must not hold
+            + _hessian_rows("s3", [(1.0, 5.0), (1.0, 5.5), (1.0, 4.8)], [(1.0, 4.0), (1.0, 4.2), (1.0, 3.9)])
+            + _hessian_rows("s4", [(1.0, 3.0)], [(1.0, 1.0)]))   # one seed: no interval
+    spaces = ["s1", "s3", "s4"]
+    text = verdict({"rows": rows, "spaces": spaces, "means": _means(rows, spaces, ["split", "joint"])})
+    lines = text.splitlines()
+    assert lines[0].startswith("- S1") and lines[0].endswith("**did not hold**.")
+    assert "split grows (log growth − log 1.3) = -0.262" in lines[0]
+    assert lines[1].startswith("- S3") and lines[1].endswith("**did not hold**.")
+    assert "λ_end split − joint = +1.067" in lines[1] and "joint stays small (log 1.3 − log growth) = -1.1" in lines[1]
+    assert lines[2].startswith("- S4") and lines[2].endswith("**inconclusive**.") and "(no CI: 1 seed)" in lines[2]
+    assert "held in 0 of 3 space(s)" in text
 
 
 def test_config_errors(tmp_path, capsys):
@@ -225,7 +245,8 @@ def test_entropy_table_darts_rows(tmp_path):
     from ssnas.studies.entropy_table import darts_rows
 
     def entropy(topology, alpha):
-        return {f"{p}_{c}": {w: {"raw": v[w], "normalized": v[w] / 2} for w in ("start", "end")}
+        return {f"{p}_{c}": {w: {"raw": v[w], "normalized": v[w] / 2, "per_element": v[w] / 8}
+                             for w in ("start", "end")}
                 for p, v in (("topology", topology), ("alpha", alpha)) for c in ("normal", "reduce")}
 
     trained = []
@@ -239,5 +260,6 @@ def test_entropy_table_darts_rows(tmp_path):
     assert trained == [("darts-dots-s0", "darts", "dots", 0), ("darts-dots-s1", "darts", "dots", 1)]
     assert [(r["method"], r["parameters"]) for r in rows] == [("DARTS", "Topology"), ("DARTS", "Operations")]
     assert (rows[0]["start_raw"], rows[0]["end_raw"], rows[1]["end_raw"]) == pytest.approx((1.5, 0.5, 1.5))
-    assert rows[1]["start_normalized"] == pytest.approx(1.0)
+    assert rows[1]["start_normalized"] == pytest.approx(1.0) and rows[1]["start_per_element"] == pytest.approx(0.25)
+    assert rows[0]["change"] == pytest.approx([-0.5, -0.75])   # per seed: (end - start) / start
     assert darts_rows(load_config(None, {"study": {"seeds": [0]}}), None, print) == []

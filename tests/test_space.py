@@ -197,3 +197,16 @@ def test_malformed_variant_file(tmp_path):
 def test_space_config_widths():
     assert SpaceConfig(layers=1, filters=16, expansion=3).widths == [16, 32, 64, 128]
     assert isinstance(SuperNet(SpaceConfig(layers=1, filters=2, expansion=1, head_channels=4)), SuperNet)
+
+
+def test_per_element_entropy_is_the_unit_of_the_papers_table1():
+    """Table 1's 0.260 for DARTS's 8 uniform operations is ln 8 / 8: the mean of -p ln p over elements."""
+    from types import SimpleNamespace
+    uniform8 = (torch.full((14, 8), 1 / 8), torch.ones(14, 8, dtype=torch.bool))
+    # two rows with 2 and 3 valid choices (a border cell and an inner one), uniform over the valid ones
+    ragged = (torch.tensor([[0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3]]), torch.tensor([[True, True, False], [True] * 3]))
+    model = SimpleNamespace(arch_distributions=lambda: {"alpha": uniform8, "beta": ragged})
+    ent = arch_entropies(model)
+    assert ent["alpha"]["raw"] == pytest.approx(math.log(8))
+    assert ent["alpha"]["per_element"] == pytest.approx(0.260, abs=5e-4)
+    assert ent["beta"]["per_element"] == pytest.approx((math.log(2) + math.log(3)) / 5)

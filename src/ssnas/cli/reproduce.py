@@ -143,8 +143,9 @@ def write_document(out: Path, doc: Path, store: Path) -> None:
              "No miniature was tuned after its results were seen.", "",
              "The segmentation miniatures run on the embedded demo dataset: a 2-layer supernet with 20 edges (the "
              "paper's small one has 10 layers), 64×128 crops, batch 4, tens of architecture steps where the paper "
-             "has tens of thousands, one to three seeds. Read a difference between settings against the ± "
-             "(seed-to-seed std) of the tables with several seeds.", ""]
+             "has tens of thousands, one to three seeds. Every verdict prints the difference with its 95% "
+             "confidence interval (paired by seed) and reads held, did not hold or inconclusive by the rules of "
+             "docs/studies.md (Verdicts), fixed before any result was seen.", ""]
     parts += [line.replace("{results}", str(store)) for line in _head(records)]
     parts += [f"Every raw per-run number: [`{results_file(doc).name}`]({results_file(doc).name}).", ""]
     parts += _learned_classes(records)

@@ -4,7 +4,8 @@ A study module provides ``TITLE`` (str), ``run(cfg, out_dir, progress) -> dict``
 ``verdict(results) -> str``. ``run`` trains its sub-runs through :class:`ssnas.studies.common.StudyDir`
 and returns JSON-able results with at least ``paper`` (what the paper reports), ``markdown`` (tables laid
 out like the paper's), ``rows`` (for ``results.csv``) and ``figures`` (PNG names in ``out_dir``).
-``verdict`` states, from the numbers, whether the paper's trend held. Adding a study: one module and one
+``verdict`` states, from the numbers, whether the paper's trend held: each claim's difference with its 95%
+CI and a three-way word by the rules of :mod:`ssnas.studies.stats`. Adding a study: one module and one
 line in ``STUDIES``.
 """
 from __future__ import annotations

@@ -220,18 +220,6 @@ def spearman(xs: list[float], ys: list[float]) -> float:
     return num / den if den else math.nan
 
 
-def judged(held: bool | None, why: str = "no differences between the settings at this scale") -> str:
-    """The verdict word of a trend: held, did not hold, or could not be judged (``None``, for reason ``why``)."""
-    if held is None:
-        return f"**could not be judged** ({why})"
-    return "**held**" if held else "**did not hold**"
-
-
-def trend(rho: float) -> bool | None:
-    """A negative rank correlation is the trend; nan (no variation) cannot be judged."""
-    return None if math.isnan(rho) else rho < 0
-
-
 # ---------------------------------------------------------------------------- report pieces
 def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -11,8 +11,9 @@ import math
 import statistics
 
 from ssnas.errors import UserError
-from ssnas.studies.common import (derive, figure, judged, markdown_table, mean_std, number_map, pct, pct_pm,
-                                  save_figure, seeds_of, spearman, study_param, trend)
+from ssnas.studies.common import (derive, figure, markdown_table, mean_std, number_map, pct, pct_pm, save_figure,
+                                  seeds_of, spearman, study_param)
+from ssnas.studies.stats import MARGIN, at_least, by_seed, claim, difference, power_note, verdict_text
 
 TITLE = "Entropy loss: scaling function × magnitude (Table 2, Fig. 3)"
 PAPER = ("Table 2 (small model, 3 seeds): constant 70.9 / 70.2 / 69.6 / 68.1%, linear 70.9 / 70.9 / 70.8 / "
@@ -21,8 +22,8 @@ PAPER = ("Table 2 (small model, 3 seeds): constant 70.9 / 70.2 / 69.6 / 68.1%, l
          "gradually; without entropy loss the entropy stays high.")
 SCALINGS = ("constant", "linear")
 # Table 2 of the paper, by magnitude rank (-, L, M, H): mean and std of mIoU (%) over three runs.
-PAPER_TABLE2 = {"constant": ["70.9 ± 1.1%", "70.2 ± 1.7%", "69.6 ± 0.9%", "68.1 ± 1.2%"],
-                "linear": ["70.9 ± 1.1%", "70.9 ± 0.4%", "70.8 ± 0.7%", "68.8 ± 0.5%"]}
+PAPER_TABLE2 = {"constant": [(70.9, 1.1), (70.2, 1.7), (69.6, 0.9), (68.1, 1.2)],
+                "linear": [(70.9, 1.1), (70.9, 0.4), (70.8, 0.7), (68.8, 0.5)]}
 DISTRIBUTIONS = (("beta", "β̂ (edges)"), ("alpha", "α̂ (kernels)"))
 LINESTYLE = {"constant": "--", "linear": "-"}
 
@@ -57,7 +58,7 @@ def run(cfg, study_dir, progress) -> dict:
     header = ["Function"] + [f"{m} (c={c:g})" for m, c in magnitudes.items()]
     body = [[s.capitalize()] + [pct_pm(_mious(rows, s, m)) for m in magnitudes] for s in scalings]
     if len(magnitudes) == len(PAPER_TABLE2["linear"]):  # the paper's four magnitudes, for comparison
-        body += [[f"{s.capitalize()} (paper)"] + PAPER_TABLE2[s] for s in scalings]
+        body += [[f"{s.capitalize()} (paper)"] + [f"{m} ± {sd}%" for m, sd in PAPER_TABLE2[s]] for s in scalings]
     results["markdown"] = "\n".join([
         f"**Table 2** — mIoU, mean ± std over {len(seeds)} seed(s) {seeds}", "", markdown_table(header, body), "",
         "Mean entropy (raw, nats) of the architecture at the end of the search phase, mean over seeds:", "",
@@ -99,47 +100,52 @@ def _plot(curves, scalings, magnitudes, seeds, path) -> str:
     return save_figure(fig, path)
 
 
+def paper_drop(scaling: str) -> float:
+    """Table 2's relative mIoU loss from no entropy loss to the highest magnitude (constant: 2.8 of 70.9)."""
+    (none, _), (high, _) = PAPER_TABLE2[scaling][0], PAPER_TABLE2[scaling][-1]
+    return (none - high) / none
+
+
 def verdict(results) -> str:
-    mags, table = results["magnitudes"], results["table"]
+    """Differences paired by seed (every setting runs the same seeds), judged by :mod:`ssnas.studies.stats`."""
+    mags, table, rows = results["magnitudes"], results["table"], results["rows"]
     lines = []
     weakest, strongest = min(mags, key=mags.get), max(mags, key=mags.get)
+
+    def miou(s, m):
+        return by_seed(rows, "miou", scaling=s, magnitude=m)
+
     for s in results["scalings"]:
         means = [table[s][m][0] for m in mags]
         rho = spearman([mags[m] for m in mags], means)
-        (m0, s0), (m1, s1) = table[s][weakest], table[s][strongest]
-        drop, noise = m0 - m1, math.hypot(s0, s1)
-        held = trend(rho)
-        if held is not None and len(results["seeds"]) > 1 and abs(drop) <= noise:
-            held = None  # no larger than the seed-to-seed spread
-        lines.append(f"- {s}: mIoU by magnitude {', '.join(f'{m} {pct(v)}' for m, v in zip(mags, means))}; rank "
-                     f"correlation with the magnitude {rho:+.2f}; {weakest} → {strongest}: {100 * drop:+.1f} points "
-                     f"lost (seed noise ±{100 * noise:.1f}) → the drop with growing magnitude "
-                     f"{judged(held, 'the difference is within seed noise')}.")
+        effect = paper_drop(s) * table[s][weakest][0]
+        _, text = claim(difference(miou(s, weakest), miou(s, strongest)), +1, effect, scale=100, unit=" points")
+        lines.append(f"- {s}: mIoU by magnitude {', '.join(f'{m} {pct(v)}' for m, v in zip(mags, means))} (rank "
+                     f"correlation with the magnitude {rho:+.2f}). Loss {weakest} → {strongest}: {text}; the paper "
+                     f"loses {100 * paper_drop(s):.1f}% of its mIoU, here {100 * effect:.1f} points.")
     if set(SCALINGS) <= set(results["scalings"]):
-        nonzero = [m for m, c in mags.items() if c > 0]
-        several = len(results["seeds"]) > 1
-        diffs = {m: (table["linear"][m][0] - table["constant"][m][0],
-                     math.hypot(table["linear"][m][1], table["constant"][m][1]) if several else 0.0) for m in nonzero}
-        losses = [m for m, (d, n) in diffs.items() if d < 0 and -d > n]
-        clear = [m for m, (d, n) in diffs.items() if abs(d) > n]
-        listed = ", ".join(f"{m} {100 * d:+.1f} (±{100 * n:.1f})" for m, (d, n) in diffs.items())
-        lines.append(f"- linear − constant, in points: {listed} → the paper's 'linear is at least as good' "
-                     f"{judged(None if not clear else not losses, 'every difference is within seed noise')}.")
-    stds = [table[s][m][1] for s in results["scalings"] for m in mags]
-    means = [table[s][m][0] for s in results["scalings"] for m in mags]
-    spread, noise = max(means) - min(means), statistics.fmean(stds)
-    lines.append(f"- Size of the effects: all settings lie within {100 * spread:.1f} points of each other; the mean "
-                 f"seed-to-seed std is {100 * noise:.1f} points: the spread is "
-                 f"{'below twice the std, it cannot be told from seed noise' if spread < 2 * noise else 'above twice the std'}.")
-    rows = results["rows"]
-    ends = {m: statistics.fmean(r["beta_end_normalized"] for r in rows if r["magnitude"] == m) for m in mags}
-    rho = spearman([mags[m] for m in mags], [ends[m] for m in mags])
-    lines.append(f"- Fig. 3: normalized H(β̂) at the end of the search: {', '.join(f'{m} {v:.3f}' for m, v in ends.items())}"
-                 f" → stronger entropy loss, lower final entropy {judged(trend(rho))} (rank correlation {rho:+.2f}).")
+        for m in [m for m, c in mags.items() if c > 0]:
+            iv = difference(miou("linear", m), miou("constant", m))
+            margin = MARGIN * table["constant"][m][0]
+            word = at_least(iv, margin)
+            lines.append(f"- {m}: linear − constant = {iv.text(100, ' points')} → 'linear is at least as good' "
+                         f"(no loss beyond {100 * margin:.1f} points = {100 * MARGIN:.0f}% of constant) "
+                         f"{verdict_text(word, iv, 100, ' points')}.")
+    first = results["scalings"][0]
+    groups = [_mious(rows, s, m) for s in results["scalings"] for m in mags if mags[m] > 0 or s == first]
+    note = power_note(groups, paper_drop("constant") * table[first][weakest][0], "the paper's relative Table 2 drop")
+    lines.append(f"- Power: {note}.")
+    for s in results["scalings"]:
+        if mags[strongest] > 0:
+            iv = difference(by_seed(rows, "beta_end_normalized", scaling=s, magnitude=weakest),
+                            by_seed(rows, "beta_end_normalized", scaling=s, magnitude=strongest))
+            _, text = claim(iv, +1, None, digits=3)
+            lines.append(f"- Fig. 3 ({s}): normalized H(β̂) at the end of the search, {weakest} − {strongest} = "
+                         f"{text} ('stronger entropy loss, lower final entropy').")
     if set(SCALINGS) <= set(results["scalings"]) and mags[strongest] > 0:
-        fall = {s: statistics.fmean(r["beta_start_normalized"] - r["beta_end_normalized"] for r in rows
-                                    if r["scaling"] == s and r["magnitude"] == strongest) for s in SCALINGS}
-        lines.append(f"- Fig. 3 at {strongest}: normalized H(β̂) fell by {fall['constant']:.3f} (constant) vs "
-                     f"{fall['linear']:.3f} (linear) over the search → 'the constant scaling drops the entropy "
-                     f"faster' {judged(fall['constant'] > fall['linear'])}.")
+        fall = {s: {r["seed"]: r["beta_start_normalized"] - r["beta_end_normalized"] for r in rows
+                    if r["scaling"] == s and r["magnitude"] == strongest} for s in SCALINGS}
+        _, text = claim(difference(fall["constant"], fall["linear"]), +1, None, digits=3)
+        lines.append(f"- Fig. 3 at {strongest}: fall of normalized H(β̂) over the search, constant − linear "
+                     f"= {text} ('the constant scaling drops the entropy faster').")
     return "\n".join(lines)

@@ -3,14 +3,20 @@
 The paper's point is the *lack of implicit entropy regularization*: without an entropy loss the mean
 entropy of β̂ (edges) and α̂ (operations) barely moves during the search. Our rows come from supernets
 trained through the search stage (``study.search_protocol``) without entropy loss, one per seed, read from
-each run's ``summary.json["entropy"]`` (raw, in nats, as the paper's numbers look, and normalized by
-ln(#choices)). Other methods add rows by appending a function to ``ROW_SOURCES``.
+each run's ``summary.json["entropy"]``: raw (mean entropy per decision, nats), normalized by ln(#choices),
+and per element (the mean of -p ln p over the parameters' valid elements: the paper's unit, whose 0.260 for
+DARTS's 8 uniform operations is ln 8 / 8). Other methods add rows by appending a function to ``ROW_SOURCES``.
+
+Verdict: per seed, the relative change (end - start) / start of the raw entropy; "stays constant" when its
+95% CI lies within ±``STEADY`` (:func:`ssnas.studies.stats.within`).
 """
 from __future__ import annotations
 
+import math
 import statistics
 
-from ssnas.studies.common import derive, judged, markdown_table, protocol_changes, seeds_of
+from ssnas.studies.common import derive, markdown_table, protocol_changes, seeds_of
+from ssnas.studies.stats import mean_interval, verdict_text, within
 
 TITLE = "Lack of implicit entropy regularization (Table 1)"
 PAPER = ("Table 1, 'Ours' rows: edges 0.128 → 0.127, operations 0.346 → 0.345 (start → end of the search "
@@ -19,23 +25,34 @@ PAPER_ROWS = {("Ours", "Edges"): (0.128, 0.127), ("Ours", "Operations"): (0.346,
               ("DARTS", "Topology"): (0.126, 0.126), ("DARTS", "Operations"): (0.260, 0.256)}
 STEADY = 0.05     # a relative change below 5% counts as "stays constant" (the paper's rows change < 1%)
 PARAMETERS = (("beta", "Edges"), ("alpha", "Operations"))
+KINDS = ("raw", "normalized", "per_element")
+
+
+def _row(method: str, label: str, entropies: list[dict]) -> dict:
+    """A table row from one ``{"start": {kind: value}, "end": {...}}`` per seed (several per seed are
+    averaged first: DARTS's normal and reduce cells), means over seeds plus the per-seed relative changes."""
+    row = {"method": method, "parameters": label, "seeds": len(entropies)}
+    for when in ("start", "end"):
+        for kind in KINDS:
+            row[f"{when}_{kind}"] = statistics.fmean(e[when].get(kind, math.nan) for e in entropies)
+    row["change"] = [(e["end"]["raw"] - e["start"]["raw"]) / e["start"]["raw"] if e["start"]["raw"] else math.nan
+                     for e in entropies]
+    return row
+
+
+def _mean_of(entropies: list[dict]) -> dict:
+    """Several distributions of one run (e.g. normal and reduce cells) as one, by their means."""
+    return {when: {kind: statistics.fmean(e[when].get(kind, math.nan) for e in entropies) for kind in KINDS}
+            for when in ("start", "end")}
 
 
 def ours_rows(cfg, study_dir, progress) -> list[dict]:
-    """One row per architecture parameter of the supernet, mean ± std over seeds."""
+    """One row per architecture parameter of the supernet, means over seeds."""
     search = protocol_changes(cfg, "search_protocol")
     summaries = [study_dir.train(f"search-s{seed}", derive(cfg, {**search, "seed": seed, "entropy.c_alpha": 0.0,
                                                                  "entropy.c_beta": 0.0}))
                  for seed in seeds_of(cfg)]
-    rows = []
-    for key, label in PARAMETERS:
-        row = {"method": "Ours", "parameters": label, "seeds": len(summaries)}
-        for when in ("start", "end"):
-            for kind in ("raw", "normalized"):
-                vals = [s["entropy"][key][when][kind] for s in summaries]
-                row[f"{when}_{kind}"] = statistics.fmean(vals)
-        rows.append(row)
-    return rows
+    return [_row("Ours", label, [s["entropy"][key] for s in summaries]) for key, label in PARAMETERS]
 
 
 def darts_rows(cfg, study_dir, progress) -> list[dict]:
@@ -51,15 +68,9 @@ def darts_rows(cfg, study_dir, progress) -> list[dict]:
     base = load_config(name)
     summaries = [study_dir.train(f"darts-dots-s{seed}", derive(base, {"darts.topology": "dots", "seed": seed}))
                  for seed in seeds_of(cfg)]
-    rows = []
-    for prefix, label in (("topology", "Topology"), ("alpha", "Operations")):
-        row = {"method": "DARTS", "parameters": label, "seeds": len(summaries)}
-        for when in ("start", "end"):
-            for kind in ("raw", "normalized"):
-                row[f"{when}_{kind}"] = statistics.fmean(e[when][kind] for s in summaries
-                                                         for k, e in s["entropy"].items() if k.startswith(prefix))
-        rows.append(row)
-    return rows
+    return [_row("DARTS", label, [_mean_of([e for k, e in s["entropy"].items() if k.startswith(prefix)])
+                                  for s in summaries])
+            for prefix, label in (("topology", "Topology"), ("alpha", "Operations"))]
 
 
 # Each source: (cfg, StudyDir, progress) -> rows with method, parameters, start_raw, end_raw (+ normalized).
@@ -71,20 +82,25 @@ def run(cfg, study_dir, progress) -> dict:
     body = []
     for r in rows:
         paper = PAPER_ROWS.get((r["method"], r["parameters"]))
-        body.append([r["method"], r["parameters"], f"{r['start_raw']:.3f}", f"{r['end_raw']:.3f}",
-                     f"{r.get('start_normalized', float('nan')):.3f}", f"{r.get('end_normalized', float('nan')):.3f}",
+        body.append([r["method"], r["parameters"], r["seeds"], f"{r['start_raw']:.3f} → {r['end_raw']:.3f}",
+                     f"{r['start_normalized']:.3f} → {r['end_normalized']:.3f}",
+                     f"{r['start_per_element']:.3f} → {r['end_per_element']:.3f}",
                      f"{paper[0]:.3f} → {paper[1]:.3f}" if paper else "-"])
-    table = markdown_table(["Method", "Parameters", "Start", "End", "Start (norm.)", "End (norm.)", "Paper"], body)
+    table = markdown_table(["Method", "Parameters", "Seeds", "nats (per decision)", "normalized",
+                            "per element (paper's unit)", "Paper (per element)"], body)
     return {"paper": PAPER, "rows": rows, "figures": [],
-            "markdown": f"**Table 1** — mean entropy (nats) of the architecture parameters\n\n{table}\n"}
+            "markdown": "**Table 1** — mean entropy of the architecture parameters, start → end of the search "
+                        "stage, mean over seeds: in nats per decision (a cell's edges or kernels), normalized by "
+                        "ln(#choices), and per element (mean of −p ln p over the parameters, the paper's unit: "
+                        f"ln 8 / 8 = 0.260 for 8 uniform operations)\n\n{table}\n"}
 
 
 def verdict(results) -> str:
     lines = []
     for r in results["rows"]:
-        change = (r["end_raw"] - r["start_raw"]) / r["start_raw"] if r["start_raw"] else float("nan")
-        steady = abs(change) < STEADY
-        lines.append(f"- {r['method']} {r['parameters'].lower()}: {r['start_raw']:.3f} → {r['end_raw']:.3f} "
-                     f"({100 * change:+.1f}%) → 'stays constant' (|change| < {100 * STEADY:.0f}%) "
-                     f"{judged(steady)}.")
+        iv = mean_interval(r["change"])
+        word = within(iv, STEADY)
+        lines.append(f"- {r['method']} {r['parameters'].lower()}: {r['start_raw']:.3f} → {r['end_raw']:.3f} nats; "
+                     f"relative change {iv.text(100, '%')} → 'stays constant' (within ±{100 * STEADY:.0f}%) "
+                     f"{verdict_text(word, iv, 100, '%')}.")
     return "\n".join(lines)

@@ -4,15 +4,26 @@ For every search space (study.spaces, RobustDARTS's S1–S4) and data mode (stud
 disjoint halves, as DARTS/RobustDARTS; ``joint`` — both on the whole training set) one DARTS search runs
 through the engine with Hessian tracking (``darts.hessian_every`` > 0). Curves are read from each run's
 metrics.jsonl; the final genotype's skip connections and parameter-free ops per cell come from the last
-record. The paper's claim, judged per space: the eigenvalue *grows* under split (end/start > ``GROWTH``) and
-*stays small* under joint (its end value below split's).
+record. The paper's claim, judged per space over the seeds (``study.seeds``, at least 3 for an interval
+worth reading) as four parts, each with its 95% CI (:mod:`ssnas.studies.stats`), paired by seed where split
+and joint share seeds:
+
+1. split grows: mean log(λ_end / λ_start) under split above log ``GROWTH``;
+2. joint stays small: the same under joint *below* log ``GROWTH`` (ending below split is not enough when
+   joint grows too);
+3. growth is larger under split: log-ratio split − joint > 0;
+4. end values: λ_end split − joint > 0.
+
+The claim holds in a space when all four held, did not hold when any did not, and is inconclusive otherwise.
 """
 from __future__ import annotations
 
+import math
 import statistics
 
 from ssnas.errors import UserError
-from ssnas.studies.common import derive, figure, judged, markdown_table, pct, save_figure, seeds_of, study_param
+from ssnas.studies.common import derive, figure, markdown_table, mean_std, pct, save_figure, seeds_of, study_param
+from ssnas.studies.stats import by_seed, claim, combine, difference, mean_interval, shift, verdict_text
 
 TITLE = "Dominant Hessian eigenvalue, split vs joint data (Fig. 4)"
 PAPER = ("Fig. 4 (CIFAR-10, DARTS, S1–S4): with a dataset split the dominant eigenvalue of ∇²_α L_valid steadily "
@@ -52,6 +63,7 @@ def run(cfg, study_dir, progress) -> dict:
                 rows.append({"space": space, "mode": mode, "seed": seed,
                              "eig_start": curve[0][1], "eig_end": curve[-1][1],
                              "eig_ratio": curve[-1][1] / curve[0][1] if curve[0][1] else float("nan"),
+                             "log_growth": _log_growth(curve[0][1], curve[-1][1]),
                              "epochs": last["epoch"], "early_stop_epoch": stop.get("epoch"),
                              "skip_normal": last["skip_connections"]["normal"],
                              "skip_reduce": last["skip_connections"]["reduce"],
@@ -72,19 +84,42 @@ def run(cfg, study_dir, progress) -> dict:
         f"fixed {cfg.darts.hessian_batch}-image batch of the architecture's data), dataset "
         f"`{cfg.darts.dataset}`, {cfg.darts.layers} layers × {cfg.darts.channels} channels, "
         f"{cfg.protocol.epochs} epochs. Genotype counts are per cell (8 edges each).", "",
-        markdown_table(header, body), ""])
+        markdown_table(header, body), "",
+        f"Over the {len(seeds)} seed(s) {seeds}: λ mean ± std, growth λ_end / λ_start as geometric mean (× / ÷ "
+        f"geometric std):", "", markdown_table(["Space", "Data", "λ start", "λ end", "growth"], [
+            [space.upper(), mode] + [_pm([r[f"eig_{k}"] for r in rows if r["space"] == space and r["mode"] == mode])
+                                     for k in ("start", "end")]
+            + [_growth_pm([r["log_growth"] for r in rows if r["space"] == space and r["mode"] == mode])]
+            for space in spaces for mode in modes]), ""])
     results["figures"] = [_plot(curves, spaces, modes, study_dir.path / FIGURE)]
     return results
 
 
+def _log_growth(start: float, end: float) -> float:
+    """log(λ_end / λ_start): growth factors average and difference on a log scale (×2 and ×½ are symmetric)."""
+    return math.log(end / start) if start > 0 and end > 0 else float("nan")
+
+
+def _pm(values: list) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def _growth_pm(logs: list) -> str:
+    mean, std = mean_std(logs)
+    return f"×{math.exp(mean):.2f} (×/÷ {math.exp(std):.2f})"
+
+
 def _means(rows: list, spaces: list, modes: list) -> dict:
-    """{space: {mode: {"start", "end"}}}: eigenvalues averaged over seeds."""
+    """{space: {mode: {"start", "end", "growth"}}}: eigenvalues (arithmetic) and growth (geometric) over seeds."""
     out = {}
     for space in spaces:
         for mode in modes:
             sel = [r for r in rows if r["space"] == space and r["mode"] == mode]
-            out.setdefault(space, {})[mode] = {k: statistics.fmean(r[f"eig_{k}"] for r in sel)
-                                               for k in ("start", "end")}
+            vals = {k: statistics.fmean(r[f"eig_{k}"] for r in sel) for k in ("start", "end")}
+            logs = [r["log_growth"] for r in sel if not math.isnan(r["log_growth"])]
+            vals["growth"] = math.exp(statistics.fmean(logs)) if logs else float("nan")
+            out.setdefault(space, {})[mode] = vals
     return out
 
 
@@ -108,19 +143,34 @@ def _plot(curves: dict, spaces: list, modes: list, path) -> str:
 
 
 def verdict(results) -> str:
-    m, lines = results["means"], []
+    m, rows, lines = results["means"], results["rows"], []
+    held = 0
     for space in results["spaces"]:
         s, j = m[space].get("split"), m[space].get("joint")
         if s is None or j is None:
             lines.append(f"- {space.upper()}: needs both split and joint runs, not judged.")
             continue
-        growth = s["end"] / s["start"] if s["start"] > 0 else float("nan")
-        grows = growth > GROWTH
-        small = j["end"] < s["end"]
-        lines.append(f"- {space.upper()}: split {s['start']:.4f} → {s['end']:.4f} (×{growth:.2f}, grows > ×{GROWTH}: "
-                     f"{'yes' if grows else 'no'}); joint {j['start']:.4f} → {j['end']:.4f} (ends below split: "
-                     f"{'yes' if small else 'no'}) → 'eigenvalues grow under split and stay small under joint' "
-                     f"{judged(grows and small)}.")
-    held = sum("**held**" in line for line in lines)
-    lines.append(f"- Overall: held in {held} of {len(results['spaces'])} space(s).")
+        log_g = {mode: by_seed(rows, "log_growth", space=space, mode=mode) for mode in ("split", "joint")}
+        ends = {mode: by_seed(rows, "eig_end", space=space, mode=mode) for mode in ("split", "joint")}
+        threshold = math.log(GROWTH)
+        parts = [
+            (f"split grows (log growth − log {GROWTH})",
+             shift(mean_interval(list(log_g["split"].values())), threshold), +1),
+            (f"joint stays small (log {GROWTH} − log growth)",
+             shift(mean_interval([-v for v in log_g["joint"].values()]), -threshold), +1),
+            ("growth split − joint (log)", difference(log_g["split"], log_g["joint"]), +1),
+            ("λ_end split − joint", difference(ends["split"], ends["joint"]), +1)]
+        words, texts = [], []
+        for what, iv, side in parts:
+            word, text = claim(iv, side, None, digits=3)
+            words.append(word)
+            texts.append(f"{what} = {text}")
+        word = combine(words)
+        held += word == "held"
+        lines.append(f"- {space.upper()}: split {s['start']:.4f} → {s['end']:.4f} (×{s['growth']:.2f}, geometric "
+                     f"mean over seeds), joint {j['start']:.4f} → {j['end']:.4f} (×{j['growth']:.2f}). "
+                     + "; ".join(texts) + f" → 'eigenvalues grow under split and stay small under joint' "
+                     f"{verdict_text(word)}.")
+    lines.append(f"- Overall: held in {held} of {len(results['spaces'])} space(s); a space holds only when all four "
+                 f"parts held (split grows beyond ×{GROWTH}, joint does not, split grows more and ends higher).")
     return "\n".join(lines)

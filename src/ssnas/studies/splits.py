@@ -7,10 +7,9 @@ with both, the fine-tune phase uses the fine labels only, as in the paper).
 """
 from __future__ import annotations
 
-import math
-
 from ssnas.errors import UserError
-from ssnas.studies.common import derive, judged, markdown_table, mean_std, pct, pct_pm, seeds_of, study_param
+from ssnas.studies.common import derive, markdown_table, mean_std, pct, pct_pm, seeds_of, study_param
+from ssnas.studies.stats import by_seed, claim, difference, power_note
 
 TITLE = "Dataset split for weights and architecture (Table 7)"
 PAPER = ("Table 7 (large model): split halves 69.9%, joint 75.3%, joint with coarse architecture labels 74.6%, "
@@ -59,13 +58,24 @@ ORDERINGS = (("joint", "split", "joint beats disjoint halves"),
 
 
 def verdict(results) -> str:
-    stats = results["stats"]
+    """Each ordering: better − worse, paired by seed, against the paper's relative gap (where it has both rows)."""
+    stats, rows = results["stats"], results["rows"]
     lines = []
     for better, worse, what in ORDERINGS:
         if better in stats and worse in stats:
-            (m1, s1), (m2, s2) = stats[better], stats[worse]
-            noise = math.hypot(s1, s2) if len(results["seeds"]) > 1 else 0.0
-            held = None if abs(m1 - m2) <= noise else m1 > m2
-            lines.append(f"- {what}: {better} {pct(m1)} vs {worse} {pct(m2)} ({100 * (m1 - m2):+.1f} points, seed "
-                         f"noise ±{100 * noise:.1f}) → {judged(held, 'the difference is within seed noise')}.")
+            iv = difference(by_seed(rows, "miou", row=better), by_seed(rows, "miou", row=worse))
+            p1, p2 = ROWS[better][4], ROWS[worse][4]
+            rel = (p1 - p2) / p2 if p1 is not None and p2 is not None else None
+            effect = rel * stats[worse][0] if rel is not None else None
+            size = (f"the paper's {100 * (p1 - p2):.1f} points = {100 * rel:.1f}% of {worse}, here "
+                    f"{100 * effect:.1f} points" if rel is not None else "the paper gives no size")
+            _, text = claim(iv, +1, effect, scale=100, unit=" points")
+            lines.append(f"- {what}: {better} {pct(stats[better][0])} vs {worse} {pct(stats[worse][0])}; "
+                         f"{better} − {worse} = {text} ({size}).")
+    if "joint" in stats and "split" in stats:
+        p_joint, p_split = ROWS["joint"][4], ROWS["split"][4]
+        effect = (p_joint - p_split) / p_split * stats["split"][0]
+        groups = [[r["miou"] for r in rows if r["row"] == n] for n in results["names"]]
+        note = power_note(groups, effect, "the paper's relative joint − split gap")
+        lines.append(f"- Power: {note}.")
     return "\n".join(lines) or "- no pair of the paper's rows was run"

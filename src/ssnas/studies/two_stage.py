@@ -5,23 +5,29 @@
   *keep the one incoming edge with the largest β̂ in every cell and the one kernel with the largest α̂ in
   every cell* (``model.discretize_edges: 1``, ``model.discretize_ops: true``; zero edges are then folded
   away with the cells they leave unconnected), retrained from scratch with fresh weights
-  (``model.architecture_from``) for ``study.retrain_epochs`` epochs.
+  (``model.architecture_from``) for ``study.retrain_epochs`` epochs;
+- two stage, entropy-regularized: the strongest two-stage baseline — the same, but the search stage runs
+  with the entropy loss at magnitude ``study.search_entropy`` (c_alpha = c_beta, the config's scaling and
+  ``entropy_start``), so that the decoded architecture is what the search had already converged to.
 
 Compute convention: FLOPs processed = forward FLOPs of one crop-sized image × images processed × 3
 (forward + backward ≈ 3 forwards). Every weight step and every architecture step processes a batch.
 The supernet's FLOPs count the supernet as trained; the retrain stage counts the *decoded* network
 (folded by ``ssnas.export.fuse_supernet``), the cost a dedicated implementation of it would pay — our
-retrain runs the masked supernet, so its wall time overstates that. Evaluation is not counted.
+retrain runs the masked supernet, so its wall time overstates that. Evaluation is not counted; the entropy
+term (a function of α, β only) adds no image FLOPs. Quality is compared paired by seed (every pipeline runs
+the same seeds), as a non-inferiority claim (:func:`ssnas.studies.stats.at_least`).
 """
 from __future__ import annotations
 
 import functools
-import math
 
 from ssnas.engine.checkpoint import load_model
+from ssnas.errors import UserError
 from ssnas.space.profile import forward_flops
-from ssnas.studies.common import (decoded_cost, derive, human, judged, markdown_table, mean_std, pct,
-                                  pct_pm, protocol_changes, seeds_of, study_param)
+from ssnas.studies.common import (decoded_cost, derive, human, markdown_table, mean_std, pct, pct_pm,
+                                  protocol_changes, seeds_of, study_param)
+from ssnas.studies.stats import MARGIN, at_least, by_seed, difference, verdict_text
 
 TITLE = "Single stage vs search + decode + retrain (Tables 4, 6)"
 PAPER = ("Table 4: the single-stage supernets reach 71.4 / 74.4 / 75.3% (small / medium / large, 57.7 / 380.1 / "
@@ -31,6 +37,10 @@ PAPER = ("Table 4: the single-stage supernets reach 71.4 / 74.4 / 75.3% (small /
 DECODE_RULE = "top-1 incoming edge per cell by β̂, top-1 kernel per cell by α̂"
 BACKWARD_FACTOR = 3       # forward + backward ≈ 3 forward passes
 PAPER_RETRAIN_RATIO = 800 / 120   # DCNAS: 800 retraining epochs after 120 search epochs (Table 6)
+SINGLE = "single stage (supernet)"
+# The two-stage pipelines: (name, run-name suffix, Table 4 method, entropy loss in the search stage?)
+PIPELINES = (("plain", "", "two stage (decoded, retrained)", False),
+             ("entropy", "-entropy", "two stage, entropy-regularized search (decoded, retrained)", True))
 
 
 def _images(summary: dict, batch_size: int) -> int:
@@ -57,57 +67,80 @@ def model_cost(checkpoint: str, size: list, crop: list) -> dict:
             "fused_params": fused["params"], "fused_flops": fused["flops"], "fused_flops_crop": fused_crop["flops"]}
 
 
+def _search_entropy(cfg) -> float:
+    c = study_param(cfg, "search_entropy", (int, float), "c >= 0 of the regularized search (the entropy study's "
+                    "highest magnitude)")
+    if c < 0:
+        raise UserError(f"study.search_entropy: {c!r} is not valid, expected c >= 0")
+    return float(c)
+
+
 def run(cfg, study_dir, progress) -> dict:
     search = protocol_changes(cfg, "search_protocol")
     retrain_epochs = study_param(cfg, "retrain_epochs", int, "a positive number of epochs")
     size = tuple(study_param(cfg, "flops_size", list, "[H, W], the input size FLOPs are reported at"))
+    c = _search_entropy(cfg)
     crop = tuple(cfg.data.crop_size)
     rows, stages = [], []
     for seed in seeds_of(cfg):
         cost = functools.partial(model_cost, size=list(size), crop=list(crop))
         single_cfg = derive(cfg, {"seed": seed})
         single = study_dir.train(f"single-stage-s{seed}", single_cfg, measure=cost)
-        search_cfg = derive(cfg, {**search, "seed": seed})
-        searched = study_dir.train(f"search-s{seed}", search_cfg)
-        retrain_cfg = derive(cfg, {"seed": seed, "model.architecture_from": study_dir.checkpoint(f"search-s{seed}"),
-                                   "model.discretize_edges": 1, "model.discretize_ops": True,
-                                   "protocol.epochs": retrain_epochs, "protocol.warmup": 0.0, "protocol.search": 0.0,
-                                   "protocol.finetune": 1.0, "protocol.entropy_start": 0.0})
-        retrained = study_dir.train(f"retrain-s{seed}", retrain_cfg, measure=cost)
-
-        supernet, decoded = single["measure"], retrained["measure"]
+        supernet = single["measure"]
         super_crop = supernet["supernet_flops_crop"]
-        dec_crop = decoded["fused_flops_crop"]
-        rows.append({"method": "single stage (supernet)", "seed": seed, "miou": single["miou"],
+        rows.append({"method": SINGLE, "pipeline": "single", "seed": seed, "miou": single["miou"],
                      "params": supernet["fused_params"], "flops": supernet["fused_flops"], "edges": supernet["edges"],
                      "supernet_params": supernet["supernet_params"], "supernet_flops": supernet["supernet_flops"]})
-        rows.append({"method": "two stage (decoded, retrained)", "seed": seed, "miou": retrained["miou"],
-                     "params": decoded["fused_params"], "flops": decoded["fused_flops"], "edges": decoded["edges"],
-                     "searched_miou": searched["miou"]})
-        stages += [dict(seed=seed, **_stage("single stage", single, single_cfg, super_crop)),
-                   dict(seed=seed, **_stage("search", searched, search_cfg, super_crop)),
-                   dict(seed=seed, **_stage("retrain", retrained, retrain_cfg, dec_crop))]
+        stages.append(dict(seed=seed, pipeline="single", **_stage("single stage", single, single_cfg, super_crop)))
+        for name, suffix, method, regularized in PIPELINES:
+            entropy = {"entropy.c_alpha": c, "entropy.c_beta": c} if regularized else {}
+            search_cfg = derive(cfg, {**search, **entropy, "seed": seed})
+            searched = study_dir.train(f"search{suffix}-s{seed}", search_cfg)
+            retrain_cfg = derive(cfg, {"seed": seed,
+                                       "model.architecture_from": study_dir.checkpoint(f"search{suffix}-s{seed}"),
+                                       "model.discretize_edges": 1, "model.discretize_ops": True,
+                                       "protocol.epochs": retrain_epochs, "protocol.warmup": 0.0,
+                                       "protocol.search": 0.0, "protocol.finetune": 1.0,
+                                       "protocol.entropy_start": 0.0})
+            retrained = study_dir.train(f"retrain{suffix}-s{seed}", retrain_cfg, measure=cost)
+            decoded = retrained["measure"]
+            rows.append({"method": method, "pipeline": name, "seed": seed, "miou": retrained["miou"],
+                         "params": decoded["fused_params"], "flops": decoded["fused_flops"], "edges": decoded["edges"],
+                         "searched_miou": searched["miou"],
+                         "search_beta_end_normalized": searched["entropy"]["beta"]["end"]["normalized"]})
+            tag = f" (entropy c={c:g})" if regularized else ""
+            stages += [dict(seed=seed, pipeline=name, **_stage(f"search{tag}", searched, search_cfg, super_crop)),
+                       dict(seed=seed, pipeline=name, **_stage(f"retrain{tag}", retrained, retrain_cfg,
+                                                               decoded["fused_flops_crop"]))]
     results = {"paper": PAPER, "rows": rows + stages, "models": rows, "stages": stages, "flops_size": list(size),
-               "decode_rule": DECODE_RULE}
-    results.update(_compare(rows, stages))
+               "decode_rule": DECODE_RULE, "search_entropy": c}
+    results["pipelines"] = {name: _compare(rows, stages, name, method) for name, _, method, _ in PIPELINES}
+    plain = results["pipelines"]["plain"]
+    results.update({k: plain[k] for k in ("cost_ratio_flops", "cost_ratio_wall", "retrain_ratio")},
+                   miou_single=plain["miou_single"], miou_two=plain["miou_two"])
     results["markdown"] = _markdown(results, size, crop)
     results["figures"] = []
     return results
 
 
-def _compare(rows, stages) -> dict:
-    single = [s for s in stages if s["stage"] == "single stage"]
-    two = [s for s in stages if s["stage"] != "single stage"]
+def _compare(rows, stages, pipeline, method) -> dict:
+    """The single stage against one two-stage pipeline: cost ratios (per seed, averaged) and mean mIoU."""
+    single = [s for s in stages if s["pipeline"] == "single"]
+    two = [s for s in stages if s["pipeline"] == pipeline]
     total = {k: sum(s[k] for s in two) / max(1, len(single)) for k in ("flops_processed", "wall_time_s")}
     own = {k: sum(s[k] for s in single) / max(1, len(single)) for k in ("flops_processed", "wall_time_s")}
-    epochs = {name: sum(s["epochs"] for s in stages if s["stage"] == name) for name in ("search", "retrain")}
-    return {"cost_ratio_flops": own["flops_processed"] / total["flops_processed"],
+    epochs = {name: sum(s["epochs"] for s in two if s["stage"].startswith(name)) for name in ("search", "retrain")}
+    return {"method": method,
+            "cost_ratio_flops": own["flops_processed"] / total["flops_processed"],
             "retrain_ratio": epochs["retrain"] / max(1, epochs["search"]),
             "cost_ratio_wall": own["wall_time_s"] / total["wall_time_s"],
-            "miou_single": mean_std([r["miou"] for r in rows if r["method"].startswith("single")])[0],
-            "miou_two": mean_std([r["miou"] for r in rows if r["method"].startswith("two")])[0],
-            "miou_noise": math.hypot(mean_std([r["miou"] for r in rows if r["method"].startswith("single")])[1],
-                                     mean_std([r["miou"] for r in rows if r["method"].startswith("two")])[1])}
+            "miou_single": mean_std([r["miou"] for r in rows if r["method"] == SINGLE])[0],
+            "miou_two": mean_std([r["miou"] for r in rows if r["method"] == method])[0]}
+
+
+def _pm3(values: list) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.3f} ± {std:.3f}"
 
 
 def _markdown(results, size, crop) -> str:
@@ -123,27 +156,39 @@ def _markdown(results, size, crop) -> str:
               human(s["flops_per_image"]), human(s["flops_processed"])] for s in results["stages"]]
     t6 = markdown_table(["Stage", "seed", "Epochs", "Wall time", "Images", f"FLOPs/img @{crop[0]}×{crop[1]}",
                          "FLOPs processed"], sbody)
-    searched = [r.get("searched_miou") for r in models if "searched_miou" in r]
+    searched = {m: [r["searched_miou"] for r in models if r["method"] == m] for _, _, m, _ in PIPELINES}
+    ent = {m: [r["search_beta_end_normalized"] for r in models if r["method"] == m] for _, _, m, _ in PIPELINES}
+    plain, reg = PIPELINES[0][2], PIPELINES[1][2]
+    measured = [f"**Measured:** the single stage ({pct(results['miou_single'])} mIoU) costs, in FLOPs processed "
+                f"(in wall time):"]
+    measured += [f"- {pct(p['cost_ratio_flops'])} ({pct(p['cost_ratio_wall'])}) of {p['method']} at "
+                 f"{pct(p['miou_two'])} mIoU;" for p in results["pipelines"].values()]
     return "\n".join([
         f"**Table 4** — final networks, counted as folded by `fuse_supernet` (BatchNorm folded, zero edges, "
         f"zero kernels and unreachable cells removed). Decoding rule: {DECODE_RULE}. The supernet as trained has "
-        f"{human(sup['supernet_params'])} weights and {human(sup['supernet_flops'])} FLOPs; the searched supernet "
-        f"before decoding reached {pct_pm(searched)}.", "", t4, "",
+        f"{human(sup['supernet_params'])} weights and {human(sup['supernet_flops'])} FLOPs. Before decoding, the "
+        f"plain search reached {pct_pm(searched[plain])} (normalized H(β̂) {_pm3(ent[plain])}), the "
+        f"entropy-regularized one (c = {results['search_entropy']:g}) {pct_pm(searched[reg])} (normalized H(β̂) "
+        f"{_pm3(ent[reg])}).", "", t4, "",
         f"**Table 6** — compute per stage (FLOPs processed = {BACKWARD_FACTOR} × forward FLOPs per crop × images "
-        f"through the network; evaluation not counted).", "", t6, "",
-        f"**Measured:** the single stage costs {pct(results['cost_ratio_flops'])} of search + retrain in FLOPs "
-        f"processed ({pct(results['cost_ratio_wall'])} in wall time) at {pct(results['miou_single'])} mIoU, against "
-        f"{pct(results['miou_two'])} for the two-stage network.", ""])
+        f"through the network; evaluation not counted).", "", t6, "", *measured, ""])
 
 
 def verdict(results) -> str:
-    cheaper = results["cost_ratio_flops"] < 1
-    diff, noise = results["miou_single"] - results["miou_two"], results["miou_noise"]
-    as_good = None if abs(diff) <= noise else diff >= 0
-    return (f"- Cost: single stage = {pct(results['cost_ratio_flops'])} of search + retrain (FLOPs processed), "
-            f"{pct(results['cost_ratio_wall'])} in wall time; the paper's retraining is {PAPER_RETRAIN_RATIO:.1f}× "
-            f"longer than its search, ours {results['retrain_ratio']:.1f}× (in epochs) → 'the single stage is cheaper' "
-            f"{judged(cheaper)} (by {pct(1 - results['cost_ratio_flops'])}).\n"
-            f"- Quality: {pct(results['miou_single'])} (single stage) vs {pct(results['miou_two'])} (two stage), seed "
-            f"noise ±{100 * noise:.1f} points → 'the single stage is at least as good' "
-            f"{judged(as_good, 'the difference is within seed noise')}.")
+    lines = []
+    models = results["models"]
+    single = by_seed(models, "miou", method=SINGLE)
+    for p in results["pipelines"].values():
+        cheaper = p["cost_ratio_flops"] < 1
+        iv = difference(single, by_seed(models, "miou", method=p["method"]))
+        margin = MARGIN * p["miou_two"]
+        word = at_least(iv, margin)
+        lines.append(
+            f"- vs {p['method']}: cost of the single stage = {pct(p['cost_ratio_flops'])} of search + retrain (FLOPs "
+            f"processed, counted not sampled), {pct(p['cost_ratio_wall'])} in wall time; the paper's retraining is "
+            f"{PAPER_RETRAIN_RATIO:.1f}× longer than its search, ours {p['retrain_ratio']:.1f}× (in epochs) → 'the "
+            f"single stage is cheaper' {verdict_text('held' if cheaper else 'did not hold')}. Quality: single − two "
+            f"stage = {iv.text(100, ' points')} → 'the single stage is at least as good' (no loss beyond "
+            f"{100 * margin:.1f} points = {100 * MARGIN:.0f}% of the two-stage mIoU) "
+            f"{verdict_text(word, iv, 100, ' points')}.")
+    return "\n".join(lines)
