@@ -213,7 +213,8 @@ def test_reproduce_writes_the_document_from_the_results(demo_root, tmp_path, cap
     sets = [f"data.root={demo_root}", "data.make_demo=false", "data.batch_size=2", "eval.max_images=2",
             "study.seeds=[0]", "study.search_protocol.epochs=2", "study.search_protocol.iters_per_epoch=1"]
     store = tmp_path / "results"
-    args = ["reproduce", "--out", str(out), "--doc", str(doc), "--only", "entropy-table", "--results", str(store)]
+    args = ["reproduce", "--scale", "mini", "--out", str(out), "--doc", str(doc), "--only", "entropy-table",
+            "--results", str(store)]
     args += [a for s in sets for a in ("--set", s)]
     assert main(args) == 0
     text = doc.read_text()

@@ -1,4 +1,4 @@
-"""How the proxy scale was chosen: the checks a miniature must pass before its verdicts mean anything.
+"""How the proxy scale was chosen: the checks a proxy scale must pass before its verdicts mean anything.
 
 The studies run the paper's experiments at a *proxy* scale (``configs/studies/proxy-base.yaml``). A
 difference between settings says something about the method only when the proxy supernet is trained to a
