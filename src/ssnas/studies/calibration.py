@@ -111,6 +111,7 @@ def run(cfg, study_dir, progress) -> dict:
     power_rows = [[name, f"{100 * p['relative']:.1f}%", f"{100 * p['effect']:.2f} points", p["seeds"]]
                   for name, p in power.items()]
     results["markdown"] = "\n".join([
+        "How this scale was found, with the exploratory runs before it: [proxy-scale.md](proxy-scale.md).", "",
         "Normalized entropies: 1 = uniform. `arch lr × steps`: the architecture step size under the equal-travel "
         "rule (docs/design.md) and the number of architecture steps.", "", table, "",
         f"Proxy mIoU over seeds {seeds}: {pct_pm(mious)} (seed-to-seed std {100 * std:.2f} points).", "",
