@@ -413,8 +413,13 @@ def config_hash(cfg: ExperimentConfig) -> str:
     the key of a sub-run's stored results). Keys at their default value are left out, so that a new key
     whose default keeps the old behaviour does not change the hash of earlier runs (a reproduction's stored
     results stay valid across versions); changing a default's *value* therefore needs care."""
-    blob = json.dumps(_non_default(to_dict(cfg), to_dict(ExperimentConfig())), sort_keys=True).encode()
+    blob = json.dumps(identity(cfg), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def identity(cfg: ExperimentConfig) -> dict:
+    """What defines a run: the config's keys that differ from their defaults (see :func:`config_hash`)."""
+    return _non_default(to_dict(cfg), to_dict(ExperimentConfig()))
 
 
 def _non_default(data: dict, default: dict) -> dict:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from ssnas.config import config_hash, to_dict
+from ssnas.config import config_hash, identity, to_dict
 from ssnas.errors import UserError, one_line
 from ssnas.studies.store import ResultStore, evaluation_record, train_record, write_json
 
@@ -233,8 +233,9 @@ class Scheduler:
         return path
 
     def key(self, cfg) -> str:
-        """The config hash, with checkpoint paths of sub-runs replaced by those sub-runs' own keys: the same
-        wherever ``--out`` is, and changed whenever what a checkpoint comes from changes."""
+        """The config hash (default-valued keys left out, as :func:`~ssnas.config.config_hash` does), with
+        checkpoint paths of sub-runs replaced by those sub-runs' own keys: the same wherever ``--out`` is, and
+        changed whenever what a checkpoint comes from changes."""
         def walk(node):
             if isinstance(node, dict):
                 return {k: walk(v) for k, v in node.items()}
@@ -245,7 +246,7 @@ class Scheduler:
                 return f"<checkpoint of {self.checkpoints[node]}, key {dep.key if dep else None}>"
             return node
         import hashlib
-        return hashlib.sha256(json.dumps(walk(to_dict(cfg)), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(walk(identity(cfg)), sort_keys=True).encode()).hexdigest()[:16]
 
     def _dependencies(self, cfg) -> list[str]:
         found = []
