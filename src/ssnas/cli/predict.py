@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ssnas.config import check_value
 from ssnas.errors import UserError
+from ssnas.outputs import MARKER, check_name_length, check_output_folder, has_marker, same_file, write_marker
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 OUTPUTS = ("_label.png", "_color.png", "_overlay.png")
+MARKER_KIND = "predictions"
 
 
 def register(sub) -> None:
@@ -22,13 +25,16 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def collect_images(inputs: list[str]) -> list[Path]:
-    """Image files given directly or found (recursively) in given folders, in a stable order."""
+def collect_images(inputs: list[str], skip: Path | None = None) -> list[Path]:
+    """Image files given directly or found (recursively) in given folders, in a stable order; files below
+    ``skip`` (an earlier predictions folder inside an input folder) are not inputs."""
+    skip = skip.resolve() if skip is not None else None
     found = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                           and not (skip is not None and skip in p.resolve().parents))
             if not files:
                 raise UserError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
             found.extend(files)
@@ -37,6 +43,30 @@ def collect_images(inputs: list[str]) -> list[Path]:
         else:
             raise UserError(f"{path}: no such image file or folder")
     return found
+
+
+def check_outputs(images: list[Path], out: Path, overwrite: bool) -> None:
+    """Before any work: unique names within the file system's limits, no output that is an input, and an
+    existing output replaced only with ``--overwrite`` in a folder that ssnas predict made."""
+    stems = [p.stem for p in images]
+    if len(set(stems)) != len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise UserError(f"two inputs are named {dup!r}; their outputs would collide, expected unique file names")
+    longest = max(OUTPUTS, key=len)
+    for stem in stems:
+        check_name_length(out / f"{stem}{longest}", "--out")
+    planned = [out / f"{s}{suffix}" for s in stems for suffix in OUTPUTS]
+    for target in planned:
+        source = next((p for p in images if same_file(p, target)), None)
+        if source is not None:
+            raise UserError(f"--out {out}: {target.name} would overwrite the input {source}, expected an "
+                            f"output folder apart from the inputs")
+    clash = next((t for t in planned if t.exists()), None)
+    if clash is not None and not overwrite:
+        raise UserError(f"{clash}: exists; use --overwrite to replace predictions")
+    if clash is not None and not has_marker(out, MARKER_KIND):
+        raise UserError(f"--out {out}: holds {clash.name} but is not a folder of ssnas predictions (no "
+                        f"{MARKER} marker), --overwrite replaces only what ssnas wrote; use another --out")
 
 
 def run(args) -> int:
@@ -53,20 +83,10 @@ def run(args) -> int:
 
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha {args.alpha}: expected an opacity in [0, 1]")
-    if any(s <= 0 for s in args.scales):
-        raise UserError(f"--scales {args.scales}: scales must be positive")
-    images = collect_images(args.inputs)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    stems = [p.stem for p in images]
-    if len(set(stems)) != len(stems):
-        dup = next(s for s in stems if stems.count(s) > 1)
-        raise UserError(f"two inputs are named {dup!r}; their outputs would collide, expected unique file names")
-    if not args.overwrite:
-        clash = [out / f"{s}{suffix}" for s in stems for suffix in OUTPUTS if (out / f"{s}{suffix}").exists()]
-        if clash:
-            raise UserError(f"{clash[0]}: exists; use --overwrite to replace predictions")
+    check_value("eval.scales", args.scales, "--scales")
+    out = check_output_folder(args.out, "--out")
+    images = collect_images(args.inputs, skip=out if has_marker(out, MARKER_KIND) else None)
+    check_outputs(images, out, args.overwrite)
     device = pick_device(args.device)
     model, payload = load_model(args.checkpoint, map_location=device)
     model.eval()
@@ -77,6 +97,8 @@ def run(args) -> int:
     mean = torch.tensor(data_cfg.get("mean", (0.485, 0.456, 0.406)), device=device).view(1, 3, 1, 1)
     std = torch.tensor(data_cfg.get("std", (0.229, 0.224, 0.225)), device=device).view(1, 3, 1, 1)
     out.mkdir(parents=True, exist_ok=True)
+    if not has_marker(out, MARKER_KIND):
+        write_marker(out, MARKER_KIND)
     for path in tqdm(images, desc="predict", disable=len(images) < 2):
         rgb = read_image(path)
         x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div(255).unsqueeze(0)

@@ -67,11 +67,17 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
                         f"intact, expected free space and a writable folder") from None
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load safely; a missing, corrupt, foreign or code-carrying file is one clear UserError."""
+def checkpoint_file(path: str | Path) -> Path:
+    """The file a ``--checkpoint`` names: the file itself, or a run folder's ``last.pt``."""
     path = Path(path)
     if path.is_dir():
-        path = path / "last.pt" if (path / "last.pt").is_file() else path / "checkpoints" / "last.pt"
+        return path / "last.pt" if (path / "last.pt").is_file() else path / "checkpoints" / "last.pt"
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load safely; a missing, corrupt, foreign or code-carrying file is one clear UserError."""
+    path = checkpoint_file(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     if not zipfile.is_zipfile(path):

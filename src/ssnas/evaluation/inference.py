@@ -57,13 +57,14 @@ def write_label_ids(train_ids: torch.Tensor, name: str, out_dir) -> Path:
 
 
 def evaluate(model, loader, num_classes: int, scales=(1.0,), flip: bool = False, device=None,
-             ignore_index: int = IGNORE_INDEX, write_label_ids_dir=None, progress: bool = False) -> dict:
+             ignore_index: int = IGNORE_INDEX, write_label_ids_dir=None, progress: bool = False,
+             overwrite: bool = False) -> dict:
     """mIoU, per-class IoU and pixel accuracy of ``model`` over ``loader`` (batches of dataset items).
 
     The model is used where it is (``device`` defaults to its parameters' device); its train/eval mode
     is restored afterwards. Under ``torch.distributed`` each process evaluates its shard and the matrix
-    is summed. ``write_label_ids_dir`` (Cityscapes only; must be empty or new) receives every prediction
-    as a labelId PNG for ``cityscapesscripts``' evaluator.
+    is summed. ``write_label_ids_dir`` (Cityscapes only; must be empty or new unless ``overwrite``) receives
+    every prediction as a labelId PNG for ``cityscapesscripts``' evaluator.
     """
     if device is None:
         device = next(iter(model.parameters()), torch.empty(0)).device
@@ -72,7 +73,7 @@ def evaluate(model, loader, num_classes: int, scales=(1.0,), flip: bool = False,
             raise ValueError(f"label-id PNGs are Cityscapes' format ({CITYSCAPES_CLASSES} classes), "
                              f"got {num_classes} classes")
         out = Path(write_label_ids_dir)
-        if out.exists() and any(out.iterdir()):
+        if out.exists() and any(out.iterdir()) and not overwrite:
             raise UserError(f"{out}: not empty, expected a new or empty folder for predictions")
     matrix = ConfusionMatrix(num_classes, ignore_index, device=device)
     was_training = model.training
