@@ -32,7 +32,7 @@ def _existing_ancestor(path: Path) -> Path:
 
 def check_name_length(path: Path, flag: str) -> None:
     """Every component within the file system's name limit, and the whole path within its path limit."""
-    ancestor = _existing_ancestor(path)
+    ancestor = _existing_ancestor(path.absolute().parent)
     if not ancestor.is_dir():
         raise UserError(f"{flag} {path}: {ancestor} is a file, expected a folder on the way")
     name_max = os.pathconf(ancestor, "PC_NAME_MAX")
@@ -45,11 +45,12 @@ def check_name_length(path: Path, flag: str) -> None:
         raise UserError(f"{flag} {path}: the path is longer than {path_max} bytes")
 
 
-def check_writable_path(path: Path, flag: str) -> None:
-    """Names within limits and the nearest existing folder writable, probed by creating (and removing) a
-    temp file: ``os.access`` calls a read-only mount writable for root."""
+def check_writable_path(path: Path, flag: str, folder: bool = False) -> None:
+    """Names within limits and the place where ``path`` will be written (the ``folder`` itself, or the
+    file's nearest existing parent) writable, probed by creating (and removing) a temp file: ``os.access``
+    calls a read-only mount writable for root."""
     check_name_length(path, flag)
-    ancestor = _existing_ancestor(path)
+    ancestor = _existing_ancestor(path.absolute() if folder else path.absolute().parent)
     try:
         with tempfile.TemporaryFile(dir=ancestor, prefix=".ssnas-probe-"):
             pass
@@ -77,7 +78,7 @@ def check_output_folder(path, flag: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path}: exists and is not a folder, expected an output folder")
-    check_writable_path(path, flag)
+    check_writable_path(path, flag, folder=True)
     return path
 
 
