@@ -28,13 +28,15 @@ def register(sub) -> None:
 def collect_images(inputs: list[str], skip: Path | None = None) -> list[Path]:
     """Image files given directly or found (recursively) in given folders, in a stable order; files below
     ``skip`` (an earlier predictions folder inside an input folder) are not inputs."""
+    from ssnas.data.dataset import find_files
+
     skip = skip.resolve() if skip is not None else None
     found = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                           and not (skip is not None and skip in p.resolve().parents))
+            files = [p for p in find_files(path, IMAGE_SUFFIXES)
+                     if not (skip is not None and skip in p.resolve().parents)]
             if not files:
                 raise UserError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
             found.extend(files)
