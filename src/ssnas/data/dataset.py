@@ -125,7 +125,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image, label = self.load(index)
-        out = self.transform(image=image, mask=label) if self.transform is not None else to_tensors(image, label)
+        try:
+            out = self.transform(image=image, mask=label) if self.transform is not None else to_tensors(image, label)
+        except UserError as exc:   # a transform's refusal (an image too small to augment) names the file
+            raise UserError(f"{self.samples[index][0]}: {exc}") from None
         return {"image": out["image"], "label": out["mask"].long(), "name": self.names[index]}
 
 

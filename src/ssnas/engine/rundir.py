@@ -1,9 +1,10 @@
 """The output folder of a run: its config, lock, checkpoints, metrics, plots and summary.
 
-A folder holds one run, marked by ``.ssnas`` (ssnas.outputs). Starting a run in a folder that already holds
-a different one is refused unless ``--overwrite``; a folder of anything else is always refused, so
-``--overwrite`` never deletes another tool's files; ``--resume`` continues the run that is there. Two processes never write
-one folder at once: an exclusive ``flock`` on ``.lock`` (released by the kernel even after SIGKILL).
+A folder holds one run, marked by ``.ssnas`` (ssnas.outputs). Starting a run in a folder that already
+holds a different one is refused unless ``--overwrite``; a folder of anything else is always refused,
+so ``--overwrite`` never deletes another tool's files; ``--resume`` continues the run that is there.
+Two processes never write one folder at once: an exclusive ``flock`` on ``.lock`` (released by the
+kernel even after SIGKILL).
 """
 from __future__ import annotations
 
