@@ -339,8 +339,8 @@ def deep_merge(base: dict, update: dict) -> dict:
 YAML_MAX_NODES = 20_000
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses recursive aliases and alias expansion beyond ``YAML_MAX_NODES``."""
+class _BoundedLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):   # libyaml's parser when installed
+    """The safe loader, refusing recursive aliases and alias expansion beyond ``YAML_MAX_NODES``."""
 
     def get_single_data(self):
         node = self.get_single_node()

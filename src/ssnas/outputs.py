@@ -25,7 +25,7 @@ def same_file(a: Path, b: Path) -> bool:
 
 def _existing_ancestor(path: Path) -> Path:
     path = path.absolute()
-    while not path.exists() and path != path.parent:
+    while not os.path.exists(path) and path != path.parent:   # os.path.exists: False for an over-long name
         path = path.parent
     return path
 
@@ -62,6 +62,7 @@ def check_writable_path(path: Path, flag: str, folder: bool = False) -> None:
 def check_output_file(path, flag: str, overwrite: bool, inputs: Iterable = ()) -> Path:
     """Refuse a folder, an input, an existing file without ``--overwrite``, or an unwritable place."""
     path = Path(path)
+    check_name_length(path, flag)   # first: stat() of an over-long name fails with ENAMETOOLONG
     for item in inputs:
         if item is not None and same_file(path, Path(item)):
             raise UserError(f"{flag} {path}: is an input of this command ({item}), expected another path")
@@ -76,6 +77,7 @@ def check_output_file(path, flag: str, overwrite: bool, inputs: Iterable = ()) -
 def check_output_folder(path, flag: str) -> Path:
     """Refuse a file in the way or an unwritable place (what goes inside is the caller's to check)."""
     path = Path(path)
+    check_name_length(path, flag)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path}: exists and is not a folder, expected an output folder")
     check_writable_path(path, flag, folder=True)

@@ -109,14 +109,14 @@ def check_fields(payload: dict, path, require=("model",)) -> None:
     version = payload.get("version", 0)
     if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
         raise UserError(f"{path}: checkpoint version {version} is newer than this ssnas ({VERSION})")
-    for key in require:
-        if key not in payload:
-            raise UserError(f"{path}: the checkpoint has no '{key}' section, expected one here "
-                            f"(a damaged file, or one written for another purpose)")
     for key, kind in FIELDS.items():
         if key in payload and (not isinstance(payload[key], kind) or isinstance(payload[key], bool)):
             raise UserError(f"{path}: checkpoint field '{key}' is a {type(payload[key]).__name__}, "
                             f"expected {getattr(kind, '__name__', 'a mapping')}")
+    for key in require:
+        if key not in payload:
+            raise UserError(f"{path}: the checkpoint has no '{key}' section, expected one here "
+                            f"(a damaged file, or one written for another purpose)")
     bad = next((k for k, v in payload.get("model", {}).items()
                 if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if bad is not None:

@@ -17,7 +17,7 @@ import yaml
 
 from ssnas.config import config_hash, dump_config, read_yaml
 from ssnas.errors import UserError
-from ssnas.outputs import MARKER, has_marker, write_marker
+from ssnas.outputs import MARKER, check_name_length, has_marker, write_marker
 
 RUN_MARKER_KIND = "run"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "tb", "plots", "run.log")
@@ -57,6 +57,7 @@ class RunDir:
 
     def prepare(self, cfg, resume: bool, overwrite: bool) -> bool:
         """Make the folder ready; returns True when there is a checkpoint to resume from."""
+        check_name_length(self.path, "--out")
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"{self.path}: exists and is not a folder, expected an output folder")
         try:
