@@ -126,7 +126,7 @@ def row_out_is_a_file(tmp, demo):
 def row_file_in_the_way(tmp, demo):
     blocker = tmp / "runs"
     blocker.write_text("not a folder\n")
-    return search(blocker / "one", demo), [str(blocker / "one"), "cannot create"], [blocker]
+    return search(blocker / "one", demo), [str(blocker / "one"), "is a file"], [blocker]
 
 
 def row_unwritable_folder(tmp, demo):
@@ -616,6 +616,47 @@ def test_full_disk_keeps_the_previous_checkpoint(where, demo_root, tmp_path, mon
     monkeypatch.undo()
     from ssnas.engine.checkpoint import load_checkpoint
     assert load_checkpoint(last)["train"]["state"]["epoch"] == 1
+
+
+# ---------------------------------------------------------------- what --overwrite may replace
+def test_overwrite_replaces_an_ssnas_run_and_nothing_else(tmp_path, demo_root):
+    from ssnas.engine.rundir import RunDir
+    from ssnas.outputs import MARKER
+    cfg = load_config("smoke", [f"data.root={demo_root}", "run.tensorboard=false"])
+    run = fake_run(tmp_path / "run", demo_root)          # a run made before the marker: its hashed config
+    (run / "notes.txt").write_text("mine\n")            # not a run file: kept
+    folder = RunDir(run)
+    try:
+        assert folder.prepare(cfg, resume=False, overwrite=True) is False
+    finally:
+        folder.unlock()
+    assert not (run / "checkpoints").exists() and not (run / "summary.json").exists()
+    assert (run / "notes.txt").read_text() == "mine\n" and (run / MARKER).is_file()
+    theirs = tmp_path / "theirs"
+    (theirs / "checkpoints").mkdir(parents=True)
+    (theirs / "checkpoints" / "a.ckpt").write_text("weights")
+    before = snapshot(theirs)
+    folder = RunDir(theirs)
+    try:
+        with pytest.raises(UserError, match="not an ssnas run"):
+            folder.prepare(cfg, resume=False, overwrite=True)
+    finally:
+        folder.unlock()
+    assert snapshot(theirs) == before
+
+
+def test_predict_overwrite_in_its_own_folder_and_outputs_are_never_inputs(tmp_path, demo_root, capsys):
+    images = tmp_path / "images"
+    for i in range(2):
+        save_png(images / f"im{i}.png", np.random.default_rng(i).integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    out = images / "pred"                                  # the output folder inside the input folder
+    argv = predict(tmp_path, demo_root, "--out", str(out), inputs=[str(images)])
+    assert run_cli(argv) == 0
+    first = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    assert len(first) == 6                                 # 2 images x 3 outputs, no prediction of a prediction
+    assert run_cli(argv) == 2 and "--overwrite" in capsys.readouterr().err
+    assert run_cli(argv + ["--overwrite"]) == 0            # its own folder (marker): replaced
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == first   # the same model, the same outputs
 
 
 # ---------------------------------------------------------------- fuzz over every config key
