@@ -28,10 +28,7 @@ def config_for_checkpoint(payload: dict, config: str | None, overrides: list, ex
     from command-line options, validated by the same schema)."""
     from ssnas.config import deep_merge, load_config, parse_overrides, read_yaml, resolve_config_path
 
-    base = read_yaml(resolve_config_path(config)) if config else payload.get("config") or {}
-    if not isinstance(base, dict):
-        raise UserError("the checkpoint's config: expected a mapping of sections, got "
-                        f"{type(base).__name__}; pass --config")
+    base = read_yaml(resolve_config_path(config)) if config else payload.get("config") or {}  # a dict: check_fields
     return load_config(None, deep_merge(deep_merge(dict(base), parse_overrides(overrides)), extra or {}))
 
 

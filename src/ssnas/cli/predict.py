@@ -26,7 +26,8 @@ def register(sub) -> None:
                                             "tiles (default: TILE in ssnas/evaluation/inference.py, 1024)")
     p.add_argument("--tile-overlap", type=int, help="pixels shared by neighbouring tiles, their probabilities "
                                                     "averaged (default: TILE_OVERLAP there, 256)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace earlier predictions in --out (only in a folder ssnas predict made)")
     p.set_defaults(func=run)
 
 
