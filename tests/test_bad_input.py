@@ -15,7 +15,8 @@ import pytest
 
 from helpers_data import make_folder_tree, save_png
 from ssnas.cli import main
-from ssnas.config import config_hash, load_config
+from ssnas.config import CONFIG_DIR, config_hash, load_config
+from ssnas.errors import UserError
 
 UNWRITABLE_DIR = Path("/sys/kernel/mm")   # sysfs: no one, root included, can create a file in it
 # argparse's usage errors name the subcommand's parser ("ssnas search: error: ..."); all others "ssnas: error:"
@@ -125,7 +126,7 @@ def row_out_is_a_file(tmp, demo):
 def row_file_in_the_way(tmp, demo):
     blocker = tmp / "runs"
     blocker.write_text("not a folder\n")
-    return search(blocker / "one", demo), [str(blocker / "one"), "cannot create"], [blocker]
+    return search(blocker / "one", demo), [str(blocker / "one"), "is a file"], [blocker]
 
 
 def row_unwritable_folder(tmp, demo):
@@ -175,6 +176,360 @@ def row_resume_and_overwrite(tmp, demo):
     return search(out, demo) + ["--resume", "--overwrite"], ["--resume and --overwrite"], [out]
 
 
+# ---------------------------------------------------------------- rows by class (issue 14)
+# A small but real checkpoint (the mini supernet, the demo's 9 classes and config), made in a few ms.
+def checkpoint(tmp, demo, classes=9, **fields) -> Path:
+    import torch
+
+    from ssnas.config import to_dict
+    from ssnas.engine.checkpoint import save_checkpoint
+    from ssnas.space.variants import create_model
+
+    path = tmp / "ckpt" / "last.pt"
+    if not fields.pop("_raw", False):
+        model = create_model("mini", num_classes=classes)
+        cfg = load_config("smoke", [f"data.root={demo}", "run.tensorboard=false", "model.variant=mini"])
+        fields = {"space": model.cfg.to_dict(), "model": model.state_dict(), "config": to_dict(cfg),
+                  "classes": None, **fields}
+        fields = {k: v for k, v in fields.items() if v is not DROP}
+        save_checkpoint(path, fields)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(fields, path)
+    return path
+
+
+DROP = object()   # a field left out of a crafted checkpoint
+
+
+def evaluate(tmp, demo, *extra, ckpt=None):
+    ckpt = ckpt or checkpoint(tmp, demo)
+    return ["evaluate", "--checkpoint", str(ckpt), "--set", f"data.root={demo}", *extra]
+
+
+def predict(tmp, demo, *extra, inputs=None, ckpt=None):
+    ckpt = ckpt or checkpoint(tmp, demo)
+    inputs = inputs or [str(demo / "images" / "val")]
+    return ["predict", *inputs, "--checkpoint", str(ckpt), *extra]
+
+
+def export(tmp, demo, out, *extra, ckpt=None):
+    ckpt = ckpt or checkpoint(tmp, demo)
+    return ["export", "--checkpoint", str(ckpt), "--out", str(out), "--input-size", "32x32", *extra]
+
+
+LONG_NAME = "n" * 300   # longer than any Linux file system's 255-byte name limit
+
+
+# -- output paths: every command that writes x every kind of bad path
+def row_evaluate_out_is_the_checkpoint(tmp, demo):
+    ckpt = checkpoint(tmp, demo)
+    return evaluate(tmp, demo, "--out", str(ckpt), ckpt=ckpt), ["--out", "is an input"], [ckpt]
+
+
+def row_evaluate_out_is_the_checkpoint_even_with_overwrite(tmp, demo):
+    ckpt = checkpoint(tmp, demo)
+    return evaluate(tmp, demo, "--out", str(ckpt), "--overwrite", ckpt=ckpt), ["is an input"], [ckpt]
+
+
+def row_evaluate_out_is_the_checkpoint_through_a_run_folder(tmp, demo):
+    ckpt = checkpoint(tmp, demo)   # --checkpoint FOLDER reads FOLDER/last.pt
+    return ["evaluate", "--checkpoint", str(ckpt.parent), "--set", f"data.root={demo}", "--out", str(ckpt),
+            "--overwrite"], ["is an input"], [ckpt]
+
+
+def row_evaluate_out_exists(tmp, demo):
+    out = tmp / "result.json"
+    out.write_text("{}")
+    return evaluate(tmp, demo, "--out", str(out)), ["exists", "--overwrite"], [out]
+
+
+def row_evaluate_out_is_a_folder(tmp, demo):
+    (tmp / "folder").mkdir()
+    return evaluate(tmp, demo, "--out", str(tmp / "folder")), ["is a folder"], []
+
+
+def row_evaluate_out_unwritable(tmp, demo):
+    return evaluate(tmp, demo, "--out", str(UNWRITABLE_DIR / "r.json")), ["cannot write"], []
+
+
+def row_evaluate_out_over_long_name(tmp, demo):
+    return evaluate(tmp, demo, "--out", str(tmp / LONG_NAME)), ["bytes, expected at most"], []
+
+
+def row_evaluate_out_below_a_file(tmp, demo):
+    blocker = tmp / "notes.txt"
+    blocker.write_text("mine\n")
+    return evaluate(tmp, demo, "--out", str(blocker / "r.json")), ["is a file"], [blocker]
+
+
+def row_evaluate_label_ids_not_empty(tmp, demo):
+    folder = tmp / "preds"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine\n")
+    return evaluate(tmp, demo, "--label-ids", str(folder)), ["--label-ids", "not empty"], [folder]
+
+
+def row_evaluate_label_ids_is_a_file(tmp, demo):
+    blocker = tmp / "preds"
+    blocker.write_text("mine\n")
+    return evaluate(tmp, demo, "--label-ids", str(blocker)), ["--label-ids", "not a folder"], [blocker]
+
+
+def row_evaluate_label_ids_for_a_9_class_model(tmp, demo):
+    return evaluate(tmp, demo, "--label-ids", str(tmp / "preds")), ["9 classes", "19"], []
+
+
+def row_predict_out_is_a_file(tmp, demo):
+    out = tmp / "preds"
+    out.write_text("mine\n")
+    return predict(tmp, demo, "--out", str(out)), ["not a folder"], [out]
+
+
+def row_predict_out_unwritable(tmp, demo):
+    return predict(tmp, demo, "--out", str(UNWRITABLE_DIR / "p")), ["cannot write"], []
+
+
+def row_predict_long_input_name(tmp, demo):
+    image = tmp / "in" / f"{'x' * 250}.png"   # fine as an input, too long once "_overlay" is added
+    save_png(image, np.zeros((32, 32, 3), np.uint8))
+    return predict(tmp, demo, "--out", str(tmp / "p"), inputs=[str(image)]), ["bytes, expected at most"], [image]
+
+
+def row_predict_output_would_replace_an_input(tmp, demo):
+    folder = tmp / "in"
+    a = save_png(folder / "a.png", np.zeros((32, 32, 3), np.uint8))
+    b = save_png(folder / "a_label.png", np.zeros((32, 32, 3), np.uint8))   # shares the output name pattern
+    return predict(tmp, demo, "--out", str(folder), "--overwrite", inputs=[str(a), str(b)]), \
+        ["would overwrite the input"], [folder]
+
+
+def row_predict_overwrite_in_a_folder_not_made_by_predict(tmp, demo):
+    folder = tmp / "mine"
+    image = save_png(tmp / "in" / "a.png", np.zeros((32, 32, 3), np.uint8))
+    save_png(folder / "a_label.png", np.ones((32, 32), np.uint8))   # another tool's file of that name
+    return predict(tmp, demo, "--out", str(folder), "--overwrite", inputs=[str(image)]), \
+        ["not a folder of ssnas predictions"], [folder, image]
+
+
+def row_predict_existing_outputs(tmp, demo):
+    folder = tmp / "p"
+    image = save_png(tmp / "in" / "a.png", np.zeros((32, 32, 3), np.uint8))
+    save_png(folder / "a_color.png", np.ones((32, 32), np.uint8))
+    return predict(tmp, demo, "--out", str(folder), inputs=[str(image)]), ["exists", "--overwrite"], [folder]
+
+
+def row_export_out_is_the_checkpoint(tmp, demo):
+    ckpt = checkpoint(tmp, demo)
+    return export(tmp, demo, ckpt, "--overwrite", ckpt=ckpt), ["is an input"], [ckpt]
+
+
+def row_export_out_is_a_folder(tmp, demo):
+    (tmp / "f").mkdir()
+    return export(tmp, demo, tmp / "f"), ["is a folder"], []
+
+
+def row_export_out_unwritable(tmp, demo):
+    return export(tmp, demo, UNWRITABLE_DIR / "m.pt"), ["cannot write"], []
+
+
+def row_export_out_over_long_name(tmp, demo):
+    return export(tmp, demo, tmp / f"{LONG_NAME}.onnx"), ["bytes, expected at most"], []
+
+
+def row_search_out_over_long_name(tmp, demo):
+    return search(tmp / LONG_NAME, demo), ["bytes, expected at most"], []
+
+
+def row_search_overwrite_of_another_tools_folder(tmp, demo):
+    out = tmp / "theirs"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "model.ckpt").write_bytes(os.urandom(64))
+    (out / "plots").mkdir()
+    (out / "plots" / "loss.png").write_bytes(os.urandom(64))
+    return search(out, demo) + ["--overwrite"], ["not an ssnas run", "--overwrite replaces only"], [out]
+
+
+def row_search_overwrite_with_another_tools_config(tmp, demo):
+    out = tmp / "theirs"
+    out.mkdir()
+    (out / "config.yaml").write_text("model: resnet50\nlr: [0.1, {a: 1}]\n")
+    return search(out, demo) + ["--overwrite"], ["not an ssnas run"], [out]
+
+
+def row_search_resume_with_another_tools_config(tmp, demo):
+    out = tmp / "theirs"
+    out.mkdir()
+    (out / "config.yaml").write_text("- just\n- a list\n")
+    return ["search", "--out", str(out), "--resume"], ["config.yaml", "expected a mapping"], [out]
+
+
+# -- input files: configs
+def row_config_not_utf8(tmp, demo):
+    bad = tmp / "latin1.yaml"
+    bad.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    return search(tmp / "out", demo, config=bad), ["not UTF-8"], [bad]
+
+
+def row_config_binary(tmp, demo):
+    bad = tmp / "model.yaml"
+    bad.write_bytes(b"\x00\x01\x02PK\x03\x04" + os.urandom(64).replace(b"\xff", b"a"))
+    return search(tmp / "out", demo, config=bad), [str(bad)], [bad]
+
+
+def row_config_base_not_a_string(tmp, demo):
+    bad = tmp / "child.yaml"
+    bad.write_text("base: [smoke]\n")
+    return search(tmp / "out", demo, config=bad), ["base", "expected the path"], [bad]
+
+
+def row_config_alias_bomb(tmp, demo):
+    bad = tmp / "bomb.yaml"
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{chr(97 + i)}: &{chr(97 + i)} [{', '.join(['*' + chr(96 + i)] * 9)}]" for i in range(1, 9)]
+    bad.write_text("\n".join(lines) + "\nstudy: {bomb: *i}\n")
+    assert bad.stat().st_size < 600
+    return search(tmp / "out", demo, config=bad), ["aliases expand to more than"], [bad]
+
+
+def row_config_recursive_alias(tmp, demo):
+    bad = tmp / "loop.yaml"
+    bad.write_text("study: &s {again: *s}\n")
+    return search(tmp / "out", demo, config=bad), ["recursive alias"], [bad]
+
+
+def row_set_alias_bomb(tmp, demo):
+    value = "[&a [1,1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]," \
+            " &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]]"
+    return search(tmp / "out", demo, f"study.x={value}"), ["--set", "not valid YAML"], []
+
+
+# -- input files: checkpoints with crafted fields
+def row_checkpoint_without_space(tmp, demo):
+    ckpt = checkpoint(tmp, demo, space=DROP)
+    return evaluate(tmp, demo, ckpt=ckpt), ["no 'space' section"], [ckpt]
+
+
+def row_checkpoint_string_version(tmp, demo):
+    ckpt = checkpoint(tmp, demo, _raw=True, format="ssnas-checkpoint", version="1", model={})
+    return predict(tmp, demo, "--out", str(tmp / "p"), ckpt=ckpt), ["'version' is a str"], [ckpt]
+
+
+def row_checkpoint_model_not_a_dict(tmp, demo):
+    ckpt = checkpoint(tmp, demo, model=[1, 2, 3])
+    return export(tmp, demo, tmp / "m.pt", ckpt=ckpt), ["'model' is a list"], [ckpt]
+
+
+def row_checkpoint_model_of_non_tensors(tmp, demo):
+    ckpt = checkpoint(tmp, demo, model={"alpha": 3})
+    return export(tmp, demo, tmp / "m.pt", ckpt=ckpt), ["not a named tensor"], [ckpt]
+
+
+def row_checkpoint_asks_for_a_million_layers(tmp, demo):
+    from ssnas.space.variants import create_model
+    space = {**create_model("mini", num_classes=9).cfg.to_dict(), "layers": 10 ** 6}
+    ckpt = checkpoint(tmp, demo, space=space)
+    return evaluate(tmp, demo, ckpt=ckpt), ["does not match the stored alpha"], [ckpt]
+
+
+def row_checkpoint_space_wider_than_its_weights(tmp, demo):
+    from ssnas.space.variants import create_model
+    space = {**create_model("mini", num_classes=9).cfg.to_dict(), "filters": 100000}
+    ckpt = checkpoint(tmp, demo, space=space)
+    return export(tmp, demo, tmp / "m.pt", ckpt=ckpt), ["do not fit the stored space"], [ckpt]
+
+
+def row_checkpoint_space_of_strings(tmp, demo):
+    from ssnas.space.variants import create_model
+    space = {**create_model("mini", num_classes=9).cfg.to_dict(), "filters": "eight"}
+    ckpt = checkpoint(tmp, demo, space=space)
+    return export(tmp, demo, tmp / "m.pt", ckpt=ckpt), ["stored space", "filters"], [ckpt]
+
+
+def row_resume_from_a_checkpoint_without_train(tmp, demo):
+    out = tmp / "out"
+    cfg = load_config("smoke", [f"data.root={demo}", "run.tensorboard=false"])
+    argv = search(out, demo)
+    assert run_cli(argv + ["--set", "protocol.epochs=1", "--set", "protocol.warmup=1", "--set", "protocol.search=0",
+                           "--set", "protocol.finetune=0", "--set", "protocol.entropy_start=1"]) == 0
+    from ssnas.engine.checkpoint import load_checkpoint, save_checkpoint
+    payload = load_checkpoint(out / "checkpoints" / "last.pt")
+    payload.pop("train")
+    save_checkpoint(out / "checkpoints" / "last.pt", payload)
+    assert cfg  # the run's own config is used by --resume (no --config)
+    return ["search", "--out", str(out), "--resume"], ["no 'train' section"], [out]
+
+
+def row_checkpoint_config_not_a_mapping(tmp, demo):
+    ckpt = checkpoint(tmp, demo, config="data: here")
+    return evaluate(tmp, demo, ckpt=ckpt), ["'config' is a str"], [ckpt]
+
+
+# -- input files: images
+def row_predict_decompression_bomb(tmp, demo):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    bomb = tmp / "in" / "bomb.png"
+    bomb.parent.mkdir()
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    assert bomb.stat().st_size < 300
+    return predict(tmp, demo, "--out", str(tmp / "p"), inputs=[str(bomb)]), ["decompression bomb"], [bomb]
+
+
+def row_image_too_small_to_augment(tmp, demo):
+    root = _folder(tmp)
+    save_png(root / "images" / "train" / "train_001.png", np.zeros((1, 48, 3), np.uint8))
+    save_png(root / "labels" / "train" / "train_001.png", np.zeros((1, 48), np.uint8))
+    return search(tmp / "out", root, "data.scale_range=[0.5, 1.0]"), ["train_001", "0 pixels"], [root]
+
+
+def row_cifar_batch_with_code(tmp, demo):
+    import pickle
+    root = tmp / "cifar"
+    root.mkdir()
+    marker = tmp / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (root / name).write_bytes(pickle.dumps(Payload()))
+    row_cifar_batch_with_code.after = lambda: not marker.exists()
+    return ["search", "--config", str(CONFIG_DIR / "darts" / "digits-mini.yaml"), "--out", str(tmp / "out"),
+            "--set", "darts.dataset=cifar10", "--set", f"darts.data_root={root}"], ["refused to load"], [root]
+
+
+# -- option values that mean a config key
+def row_evaluate_scales_nan(tmp, demo):
+    return evaluate(tmp, demo, "--scales", "nan"), ["eval.scales", "finite"], []
+
+
+def row_evaluate_scales_inf(tmp, demo):
+    return evaluate(tmp, demo, "--scales", "1.0", "inf"), ["eval.scales", "finite"], []
+
+
+def row_predict_scales_nan(tmp, demo):
+    return predict(tmp, demo, "--out", str(tmp / "p"), "--scales", "nan"), ["--scales", "finite"], []
+
+
+def row_predict_scale_that_leaves_no_pixel(tmp, demo):
+    image = save_png(tmp / "in" / "a.png", np.zeros((8, 8, 3), np.uint8))
+    return predict(tmp, demo, "--out", str(tmp / "p"), "--scales", "0.01", inputs=[str(image)]), \
+        ["0x0 pixels"], [image]
+
+
+def row_predict_tile_overlap(tmp, demo):
+    return predict(tmp, demo, "--out", str(tmp / "p"), "--tile", "64", "--tile-overlap", "64"), ["--tile"], []
+
+
+def row_negative_grad_clip(tmp, demo):
+    return search(tmp / "out", demo, "optim.grad_clip=-1"), ["optim.grad_clip", "(0, inf)"], []
+
+
 ROWS = {name[4:]: fn for name, fn in dict(globals()).items() if name.startswith("row_")}
 
 
@@ -206,6 +561,7 @@ def test_user_mistake_is_one_line_exit_2_and_nothing_is_lost(row, tmp_path, demo
     captured = capsys.readouterr()
     err = captured.err.strip()
     assert code == 2, (code, err, captured.out[-500:])
+    assert getattr(ROWS[row], "after", lambda: True)()
     assert re.match(ERROR_PREFIX, err) and len(err.splitlines()) == 1, err
     assert "Traceback" not in captured.err + captured.out
     for word in words:
@@ -260,3 +616,156 @@ def test_full_disk_keeps_the_previous_checkpoint(where, demo_root, tmp_path, mon
     monkeypatch.undo()
     from ssnas.engine.checkpoint import load_checkpoint
     assert load_checkpoint(last)["train"]["state"]["epoch"] == 1
+
+
+# ---------------------------------------------------------------- what --overwrite may replace
+def test_overwrite_replaces_an_ssnas_run_and_nothing_else(tmp_path, demo_root):
+    from ssnas.engine.rundir import RunDir
+    from ssnas.outputs import MARKER
+    cfg = load_config("smoke", [f"data.root={demo_root}", "run.tensorboard=false"])
+    run = fake_run(tmp_path / "run", demo_root)          # a run made before the marker: its hashed config
+    (run / "notes.txt").write_text("mine\n")            # not a run file: kept
+    folder = RunDir(run)
+    try:
+        assert folder.prepare(cfg, resume=False, overwrite=True) is False
+    finally:
+        folder.unlock()
+    assert not (run / "checkpoints").exists() and not (run / "summary.json").exists()
+    assert (run / "notes.txt").read_text() == "mine\n" and (run / MARKER).is_file()
+    theirs = tmp_path / "theirs"
+    (theirs / "checkpoints").mkdir(parents=True)
+    (theirs / "checkpoints" / "a.ckpt").write_text("weights")
+    before = snapshot(theirs)
+    folder = RunDir(theirs)
+    try:
+        with pytest.raises(UserError, match="not an ssnas run"):
+            folder.prepare(cfg, resume=False, overwrite=True)
+    finally:
+        folder.unlock()
+    assert snapshot(theirs) == before
+
+
+def test_predict_overwrite_in_its_own_folder_and_outputs_are_never_inputs(tmp_path, demo_root, capsys):
+    images = tmp_path / "images"
+    for i in range(2):
+        save_png(images / f"im{i}.png", np.random.default_rng(i).integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    out = images / "pred"                                  # the output folder inside the input folder
+    argv = predict(tmp_path, demo_root, "--out", str(out), inputs=[str(images)])
+    assert run_cli(argv) == 0
+    first = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    assert len(first) == 6                                 # 2 images x 3 outputs, no prediction of a prediction
+    assert run_cli(argv) == 2 and "--overwrite" in capsys.readouterr().err
+    assert run_cli(argv + ["--overwrite"]) == 0            # its own folder (marker): replaced
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == first   # the same model, the same outputs
+
+
+# ---------------------------------------------------------------- fuzz over every config key
+def _leaf_keys(cls=None, prefix=""):
+    """(dotted key, annotation) of every setting of ExperimentConfig."""
+    import dataclasses
+    import typing
+
+    from ssnas.config import ExperimentConfig
+    cls = cls or ExperimentConfig
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _leaf_keys(tp, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", tp
+
+
+def _base(tp):
+    """The annotation without Optional, and its element type for lists."""
+    import typing
+    if typing.get_origin(tp) is typing.Union:
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    return (origin or tp), (args[0] if args else None), (len(args) if args and args[-1] is not Ellipsis
+                                                         and origin is tuple else None)
+
+
+def _fmt(v):
+    return {float("nan"): ".nan"}.get(v, ".inf" if v == float("inf") else "-.inf" if v == float("-inf") else repr(v))
+
+
+def bad_values(key, tp, rng):
+    """YAML texts that must be refused for ``key``: wrong types, non-finite numbers, values outside BOUNDS
+    (just outside and far outside), wrong list lengths and element types; a few drawn at random."""
+    from ssnas.config import BOUNDS, CHOICES, _interval
+    kind, element, length = _base(tp)
+    scalar = element if kind in (list, tuple) else kind
+    out = []
+    if kind in (list, tuple):
+        out += ["5", "'text'", "{a: 1}", "[[1], [2]]" if scalar is not str else "[[a]]"]
+        if length:
+            out.append(f"[{', '.join(['1'] * (length + 1))}]")
+    elif kind is bool:
+        out += ["2", "'maybe'", "[true]"]
+    elif kind is str:
+        out += ["5", "[a, b]", "{a: 1}"] + ([f"'{key.split('.')[-1]}-not-a-choice'"] if key in CHOICES else [])
+    elif kind is dict:
+        out += ["5", "[a]", "'text'"]
+    else:
+        out += ["'text'", "true", "{a: 1}"]
+    if scalar in (int, float):
+        wrap = (lambda v: f"[{', '.join([v] * (length or 1))}]") if kind in (list, tuple) else (lambda v: v)
+        out += [wrap("'x'")]
+        if scalar is float:
+            out += [wrap(".nan"), wrap(".inf"), wrap("-.inf")]
+        else:
+            out += [wrap("1.5")]
+        if key in BOUNDS:
+            low, high, low_in, high_in = _interval(BOUNDS[key])
+            edges = []
+            if low != float("-inf"):
+                edges += [low if not low_in else low - (1 if scalar is int else 1e-9), low - rng.uniform(1, 1e6)]
+            if high != float("inf"):
+                edges += [high if not high_in else high + (1 if scalar is int else 1e-6), high + rng.uniform(1, 1e6)]
+            for v in edges:
+                out.append(wrap(str(int(v) if scalar is int and float(v).is_integer() else
+                                    int(v) - 1 if scalar is int else repr(float(v)))))
+    return out
+
+
+def good_value(key, tp):
+    """A value inside BOUNDS (the bounds must not refuse everything)."""
+    from ssnas.config import BOUNDS, _interval
+    kind, element, length = _base(tp)
+    scalar = element if kind in (list, tuple) else kind
+    low, high, low_in, high_in = _interval(BOUNDS[key])
+    v = low if low_in else (low + high) / 2 if high != float("inf") else low + 1
+    v = int(v) if scalar is int else float(v)
+    if scalar is int and key == "model.kernel_sizes":
+        v = 3
+    return [v] * (length or 1) if kind in (list, tuple) else v
+
+
+CONFIG_KEYS = dict(_leaf_keys())
+
+
+@pytest.mark.parametrize("key", sorted(CONFIG_KEYS))
+def test_fuzz_config_key_is_refused_in_one_line(key, tmp_path, capsys):
+    import random
+    from ssnas.config import BOUNDS, check_value
+    rng = random.Random(key)  # seeded per key: reproducible
+    values = bad_values(key, CONFIG_KEYS[key], rng)
+    assert values
+    out = tmp_path / "out"
+    # the first value through the whole CLI (exit 2, one line, nothing written), all through the schema
+    code = run_cli(["search", "--config", "smoke", "--out", str(out), "--set", f"{key}={values[0]}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("ssnas: error: "), (key, values[0], err)
+    assert key in err and not out.exists(), (key, err)
+    for text in values:
+        with pytest.raises(UserError) as info:
+            load_config("smoke", [f"{key}={text}"])
+        err = str(info.value)
+        assert len(err.splitlines()) == 1 and key in err, (key, text, err)
+    FUZZ_COUNT[key] = len(values)
+    if key in BOUNDS:
+        check_value(key, good_value(key, CONFIG_KEYS[key]))
+
+
+FUZZ_COUNT = {}

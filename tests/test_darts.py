@@ -1,6 +1,7 @@
 """DARTS / RobustDARTS S1–S4 spaces, the search network's engine contract, DOTS topology, genotypes, data, plot."""
 import gzip
 import math
+import os
 import pickle
 
 import numpy as np
@@ -236,6 +237,67 @@ def test_cifar10_missing_batch_is_a_user_error(tmp_path):
     (tmp_path / "data_batch_3").unlink()
     with pytest.raises(UserError, match="data_batch_3"):
         build_darts_dataset("cifar10", tmp_path, "train")
+
+
+class _Payload:
+    """Unpickling this calls ``os.system`` (a real payload): the test checks that it never runs."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("where", ["batch", "meta", "labels"])
+def test_cifar10_batch_with_a_pickle_payload_is_refused_and_never_runs(tmp_path, where):
+    _write_fake_cifar(tmp_path)
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "data_batch_1", "rb") as f:
+        batch = pickle.load(f)
+    if where == "batch":
+        target, content = "data_batch_1", _Payload(marker)
+    elif where == "meta":
+        target, content = "batches.meta", {b"label_names": [_Payload(marker)]}
+    else:
+        target, content = "data_batch_1", {**batch, b"labels": [_Payload(marker)]}
+    with open(tmp_path / target, "wb") as f:
+        pickle.dump(content, f)
+    # the payload is live: a plain pickle.load does create the marker
+    with open(tmp_path / target, "rb") as f:
+        pickle.load(f)
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(UserError, match=rf"{target}: refused to load: posix.system"):
+        build_darts_dataset("cifar10", tmp_path, "train")
+    assert not marker.exists()
+
+
+def test_cifar10_reads_python2_numpy1_pickles(tmp_path):
+    """The real CIFAR-10 files were pickled by Python 2 with numpy 1's module name (numpy.core.multiarray)."""
+    _write_fake_cifar(tmp_path)
+    with open(tmp_path / "data_batch_2", "rb") as f:
+        batch = pickle.load(f)
+    blob = pickle.dumps(batch, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray\n_reconstruct" in blob
+    (tmp_path / "data_batch_2").write_bytes(blob)
+    train = build_darts_dataset("cifar10", tmp_path, "train", augment=False)
+    np.testing.assert_array_equal(train.images[2:4], batch[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("content,words", [
+    ({b"data": np.zeros((2, 5), np.uint8), b"labels": [0, 1]}, "expected N×3072"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 11]}, "labels outside 0..9"),
+    ({b"data": np.array([object()] * 2), b"labels": [0, 1]}, "refused to load"),
+    ([1, 2], "expected a pickled dict"),
+])
+def test_cifar10_malformed_batch_is_one_line(tmp_path, content, words):
+    _write_fake_cifar(tmp_path)
+    with open(tmp_path / "data_batch_4", "wb") as f:
+        pickle.dump(content, f)
+    with pytest.raises(UserError, match="data_batch_4") as info:
+        build_darts_dataset("cifar10", tmp_path, "train")
+    assert words in str(info.value) and "\n" not in str(info.value)
 
 
 def _write_idx(path, array):

@@ -290,3 +290,47 @@ def test_data_demo_calls_the_demo_builder(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "make_demo_dataset", lambda out, **kw: calls.append((str(out), kw)) or out)
     assert main(["data", "demo", "--out", str(tmp_path / "d"), "--seed", "3"]) == 0
     assert calls == [(str(tmp_path / "d"), {"seed": 3})] and str(tmp_path / "d") in capsys.readouterr().out
+
+
+# --- images and folders that used to be damaged silently (issue 14) --------------------------------------------
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+    """PIL's convert('RGB') clips 16-bit values above 255 to white; read_image scales them to 8 bits."""
+    from ssnas.data.dataset import read_image
+
+    wide = np.linspace(0, 65535, 32 * 48).reshape(32, 48).astype(np.uint16)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    assert Image.open(tmp_path / "wide.png").mode.startswith("I")
+    assert (np.asarray(Image.open(tmp_path / "wide.png").convert("RGB")) == 255).mean() > 0.9  # the old damage
+    rgb = read_image(tmp_path / "wide.png")
+    expected = np.round(wide.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert rgb.shape == (32, 48, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[..., 0], expected)
+    assert (rgb == 255).mean() < 0.01
+
+
+def test_16_bit_image_in_a_dataset_is_read_as_scaled_and_checks_clean(tmp_path):
+    root = make_folder_tree(tmp_path, splits={"train": 2, "val": 1}, coarse=())
+    wide = (np.arange(32 * 48).reshape(32, 48) * 40).astype(np.uint16)
+    Image.fromarray(wide).save(root / "images/train/train_000.png")
+    report = check_dataset(root)
+    assert report.ok, report.problems
+    ds = build_dataset(DataConfig(root=str(root)), "train", train=False)
+    item = SegmentationDataset(ds.samples, ds.classes)[0]          # no transform: image scaled to 0..1
+    expected = np.round(wide.astype(np.float64) * 255 / 65535) / 255
+    np.testing.assert_allclose(item["image"][0].numpy(), expected, atol=1e-6)
+
+
+def test_symlinked_sub_folders_are_followed_once_even_in_a_loop(tmp_path, capsys):
+    root = make_folder_tree(tmp_path / "data", splits={"train": 4, "val": 1}, coarse=())
+    elsewhere = tmp_path / "elsewhere"
+    for kind in ("images", "labels"):
+        (elsewhere / kind).mkdir(parents=True)
+        for name in ("train_002", "train_003"):
+            (root / kind / "train" / f"{name}.png").rename(elsewhere / kind / f"{name}.png")
+        (root / kind / "train" / "linked").symlink_to(elsewhere / kind, target_is_directory=True)
+        (elsewhere / kind / "loop").symlink_to(elsewhere / kind, target_is_directory=True)  # a link loop
+    dataset = build_dataset(DataConfig(root=str(root)), "train", train=False)
+    assert len(dataset) == 4
+    assert main(["data", "check", str(root), "--json"]) == 0
+    train = next(s for s in json.loads(capsys.readouterr().out)["splits"] if s["split"] == "train")
+    assert train["images"] == 4 and train["labelled"] == 4

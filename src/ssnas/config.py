@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ class ModelConfig:
     filters: Optional[int] = None
     expansion: Optional[float] = None
     sampling: Optional[float] = None
-    kernel_sizes: Optional[list] = None
+    kernel_sizes: Optional[list[int]] = None
     mixture: Optional[str] = None          # kernel | output
     head_channels: Optional[int] = None
     squeeze_excite: Optional[bool] = None
@@ -50,13 +51,13 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     labels: str = "fine"                   # fine | coarse | both (annotations of the training split)
-    crop_size: tuple = (512, 1024)         # (H, W)
-    scale_range: tuple = (0.5, 2.0)
+    crop_size: tuple[int, int] = (512, 1024)         # (H, W)
+    scale_range: tuple[float, float] = (0.5, 2.0)
     hflip: float = 0.5
     color_jitter: float = 0.4
     gauss_noise: float = 0.2
-    mean: tuple = (0.485, 0.456, 0.406)
-    std: tuple = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     ignore_index: int = 255
     batch_size: int = 16
     eval_batch_size: int = 1
@@ -100,7 +101,7 @@ class ArchOptimConfig:
     as the paper's search could (docs/design.md). ``null`` keeps ``lr`` as given."""
     lr: float = 0.003
     weight_decay: float = 1e-3
-    betas: tuple = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)
     reference_steps: Optional[int] = None
 
 
@@ -117,7 +118,7 @@ class EntropyConfig:
 class EvalConfig:
     interval: int = 1                      # evaluate every N epochs (and always at the end)
     flip: bool = False
-    scales: tuple = (1.0,)
+    scales: tuple[float, ...] = (1.0,)
     max_images: Optional[int] = None       # evaluate on at most N val images (None: all)
 
 
@@ -193,16 +194,69 @@ CHOICES = {
 }
 
 
+# Allowed values of every numeric key (of each element, for lists), as intervals: "[" / "]" include the end,
+# "(" / ")" exclude it. Every float must be finite besides. Checked once, here, for files, --set and options.
+INF = float("inf")
+BOUNDS = {
+    "seed": "[0, 4294967295]",                     # numpy's seed range
+    "model.layers": "[1, 1000]", "model.filters": "[1, 4096]", "model.expansion": "(0, 64]",
+    "model.sampling": "(0, 1]", "model.kernel_sizes": "[1, 31]", "model.head_channels": "[1, 4096]",
+    "model.discretize_edges": "[1, 3]", "model.prune_edges": "[0, 1)",
+    "data.crop_size": "[1, 16384]", "data.scale_range": "(0, 16]", "data.hflip": "[0, 1]",
+    "data.color_jitter": "[0, 1]", "data.gauss_noise": "[0, 1]", "data.mean": "[0, 1]", "data.std": "(0, 1]",
+    "data.ignore_index": "[0, 255]", "data.batch_size": "[1, inf)", "data.eval_batch_size": "[1, inf)",
+    "data.workers": "[0, 256]",
+    "protocol.epochs": "[1, inf)", "protocol.warmup": "[0, 1]", "protocol.search": "[0, 1]",
+    "protocol.finetune": "[0, 1]", "protocol.entropy_start": "[0, 1]", "protocol.iters_per_epoch": "[1, inf)",
+    "optim.lr": "(0, inf)", "optim.momentum": "[0, 1)", "optim.weight_decay": "[0, inf)",
+    "optim.poly_power": "[0, inf)", "optim.min_lr": "[0, inf)", "optim.grad_clip": "(0, inf)",
+    "arch_optim.lr": "(0, inf)", "arch_optim.weight_decay": "[0, inf)", "arch_optim.betas": "[0, 1)",
+    "arch_optim.reference_steps": "[1, inf)",
+    "entropy.c_alpha": "[0, inf)", "entropy.c_beta": "[0, inf)",
+    "eval.interval": "[1, inf)", "eval.scales": "(0, 16]", "eval.max_images": "[1, inf)",
+    "run.checkpoint_interval": "[1, inf)", "run.keep_every": "[0, inf)", "run.max_bad_steps": "[1, inf)",
+    "run.threads": "[1, 4096]", "run.hessian_every": "[0, inf)",
+    "darts.channels": "[1, 4096]", "darts.layers": "[3, 1000]", "darts.batch_size": "[1, inf)",
+    "darts.hessian_every": "[0, inf)", "darts.hessian_batch": "[1, inf)", "darts.early_stop_factor": "(1, inf)",
+    "darts.early_stop_window": "[1, inf)", "darts.early_stop_delta": "[1, inf)", "darts.early_stop_start": "[0, inf)",
+}
+
+
+def _interval(spec: str) -> tuple:
+    """``"[0, 1)"`` → (0.0, 1.0, True, False): low, high, low included, high included."""
+    low, high = (float(v) for v in spec[1:-1].split(","))
+    return low, high, spec[0] == "[", spec[-1] == "]"
+
+
+def _check_bounds(key: str, value) -> None:
+    spec = BOUNDS.get(key)
+    if spec is None or value is None:
+        return
+    low, high, low_in, high_in = _interval(spec)
+    for v in value if isinstance(value, (list, tuple)) else (value,):
+        if not ((low <= v if low_in else low < v) and (v <= high if high_in else v < high)):
+            what = "every element" if isinstance(value, (list, tuple)) else "the value"
+            raise UserError(f"{key}: {v!r} is out of range, expected {what} in {spec}")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` (as a string or type); return it converted."""
+    """Check ``value`` against the annotation ``tp`` (element types and lengths of lists included); return it
+    converted. Floats must be finite: NaN and inf are never a setting."""
     origin = typing.get_origin(tp)
     if origin is typing.Union:  # Optional[X]
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return None if value is None else _coerce(value, args[0], key)
-    if tp in (tuple, list):
+    if tp in (tuple, list) or origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise UserError(f"{key}: expected a list, got {value!r}")
-        return tp(value)
+        args = typing.get_args(tp)
+        fixed = origin is tuple and args and args[-1] is not Ellipsis   # tuple[int, int]: exactly two
+        if fixed and len(value) != len(args):
+            raise UserError(f"{key}: {list(value)!r} has {len(value)} elements, expected {len(args)}")
+        if args:
+            types = args if fixed else (args[0],) * len(value)
+            value = [_coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, types))]
+        return (origin or tp)(value)
     if tp is bool:
         if not isinstance(value, bool):
             raise UserError(f"{key}: expected true or false, got {value!r}")
@@ -214,6 +268,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise UserError(f"{key}: {value!r} is not a finite number, expected a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -223,6 +279,26 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise UserError(f"{key}: expected a mapping, got {value!r}")
         return value
+    return value
+
+
+def _field_type(key: str):
+    """The annotation of a dotted key (``"eval.scales"``) in :class:`ExperimentConfig`."""
+    cls = ExperimentConfig
+    *sections, name = key.split(".")
+    for section in sections:
+        cls = typing.get_type_hints(cls)[section]
+    return typing.get_type_hints(cls)[name]
+
+
+def check_value(key: str, value: Any, flag: str | None = None) -> Any:
+    """Validate one value as the schema would for ``key`` (type, element types, finiteness, range), for
+    command-line options that mean a config key: ``check_value("eval.scales", args.scales, "--scales")``."""
+    try:
+        value = _coerce(value, _field_type(key), key)
+        _check_bounds(key, value)
+    except UserError as exc:
+        raise UserError(str(exc).replace(key, flag, 1) if flag else str(exc)) from None
     return value
 
 
@@ -242,6 +318,7 @@ def _from_dict(cls, data: dict, prefix: str = ""):
             kwargs[name] = _from_dict(tp, value, key + ".")
         else:
             kwargs[name] = _coerce(value, tp, key)
+            _check_bounds(key, kwargs[name])
             if key in CHOICES and kwargs[name] is not None and kwargs[name] not in CHOICES[key]:
                 raise UserError(f"{key}: {value!r} is not one of {', '.join(CHOICES[key])}")
     return cls(**kwargs)
@@ -265,6 +342,55 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+# A config has a few hundred nodes; YAML aliases can make 500 bytes expand to billions (and a recursive alias
+# to infinity) when dumped or walked. Anything beyond this many nodes, counted with aliases expanded, is refused.
+YAML_MAX_NODES = 20_000
+
+
+class _BoundedLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):   # libyaml's parser when installed
+    """The safe loader, refusing recursive aliases and alias expansion beyond ``YAML_MAX_NODES``."""
+
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set())
+        return self.construct_document(node)
+
+
+def _expanded_size(node, sizes: dict, path: set) -> int:
+    """Nodes under ``node`` with every alias expanded (memoized per node: linear in the file's size)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in path:
+        raise yaml.YAMLError("a recursive alias (an anchor used inside itself)")
+    path.add(key)
+    children = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    total = 1 + sum(_expanded_size(child, sizes, path) for child in children)
+    path.discard(key)
+    if total > YAML_MAX_NODES:
+        raise yaml.YAMLError(f"aliases expand to more than {YAML_MAX_NODES} nodes")
+    sizes[key] = total
+    return total
+
+
+def parse_yaml(text: str, where: str):
+    """YAML text → Python data with the safe, bounded loader; a problem is one line naming ``where``."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        detail = f" (line {mark.line + 1})" if mark else f" ({exc})" if not hasattr(exc, "problem") else ""
+        raise UserError(f"{where}: not valid YAML{detail}") from None
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply, expected a config of sections and keys") from None
+
+
 def parse_overrides(pairs: list[str] | None) -> dict:
     """``["protocol.epochs=3", "data.crop_size=[64,128]"]`` → nested dict (values parsed as YAML)."""
     tree: dict = {}
@@ -273,8 +399,8 @@ def parse_overrides(pairs: list[str] | None) -> dict:
             raise UserError(f"--set {pair}: expected key=value, e.g. protocol.epochs=10")
         key, raw = pair.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = parse_yaml(raw, f"--set {pair}")
+        except UserError:
             raise UserError(f"--set {pair}: the value is not valid YAML") from None
         node = tree
         parts = key.strip().split(".")
@@ -286,18 +412,23 @@ def parse_overrides(pairs: list[str] | None) -> dict:
     return tree
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, what: str = "config") -> dict:
+    """The one reader of YAML files (configs, variants, classes.yaml): UTF-8 text, bounded in alias
+    expansion, a mapping at the top; anything else is one line naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: config file not found")
+        raise UserError(f"{path}: {what} file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise UserError(f"{path}: not valid YAML{where}") from None
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}), expected a YAML {what}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if "\x00" in text:
+        raise UserError(f"{path}: holds NUL bytes (a binary file?), expected a YAML {what}")
+    data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of sections at the top level")
+        raise UserError(f"{path}: expected a mapping of keys at the top level of a YAML {what}")
     return data
 
 
@@ -335,6 +466,8 @@ def _load_with_base(path: Path, seen: tuple = ()) -> dict:
     base = data.pop("base", None)
     if base is None:
         return data
+    if not isinstance(base, str) or not base:
+        raise UserError(f"{path}: base: {base!r}, expected the path or name of another config")
     base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
     if not base_path.exists():
         base_path = resolve_config_path(base)
@@ -342,70 +475,25 @@ def _load_with_base(path: Path, seen: tuple = ()) -> dict:
 
 
 def validate(cfg: ExperimentConfig, prefix: str = "") -> None:
-    """Cross-field checks that the types alone cannot express."""
+    """Cross-field checks that the types and ``BOUNDS`` alone cannot express."""
     def bad(key, msg):
         raise UserError(f"{prefix}{key}: {msg}")
 
     p = cfg.protocol
-    if p.epochs <= 0:
-        bad("protocol.epochs", f"{p.epochs} must be a positive integer")
-    for key in ("warmup", "search", "finetune", "entropy_start"):
-        v = getattr(p, key)
-        if not 0.0 <= v <= 1.0:
-            bad(f"protocol.{key}", f"{v} must be a fraction in [0, 1]")
     if abs(p.warmup + p.search + p.finetune - 1.0) > 1e-6:
         bad("protocol", f"warmup + search + finetune = {p.warmup + p.search + p.finetune:g}, expected 1")
-    if p.iters_per_epoch is not None and p.iters_per_epoch <= 0:
-        bad("protocol.iters_per_epoch", "must be a positive integer")
-    d = cfg.data
-    if len(d.crop_size) != 2 or any((not isinstance(s, int)) or s <= 0 for s in d.crop_size):
-        bad("data.crop_size", f"{list(d.crop_size)} must be two positive integers [H, W]")
-    if len(d.scale_range) != 2 or not 0 < d.scale_range[0] <= d.scale_range[1]:
-        bad("data.scale_range", f"{list(d.scale_range)} must be [min, max] with 0 < min <= max")
-    for key in ("batch_size", "eval_batch_size"):
-        if getattr(d, key) <= 0:
-            bad(f"data.{key}", "must be a positive integer")
-    if d.workers < 0:
-        bad("data.workers", "must be >= 0")
-    for key in ("hflip", "gauss_noise"):
-        if not 0.0 <= getattr(d, key) <= 1.0:
-            bad(f"data.{key}", "is a probability, expected a value in [0, 1]")
-    if cfg.optim.lr <= 0 or cfg.arch_optim.lr <= 0:
-        bad("optim.lr" if cfg.optim.lr <= 0 else "arch_optim.lr", "must be positive")
-    ref = cfg.arch_optim.reference_steps
-    if ref is not None and (isinstance(ref, bool) or not isinstance(ref, int) or ref <= 0):
-        bad("arch_optim.reference_steps", f"{ref!r} must be a positive integer (the reference run's number of "
-            "architecture steps, e.g. 38850) or null")
     from ssnas.data.demo_presets import PRESETS as DEMO_PRESETS   # here: the data package is heavy to import
     if cfg.data.demo_preset not in DEMO_PRESETS:
         bad("data.demo_preset", f"{cfg.data.demo_preset!r} is not one of {', '.join(DEMO_PRESETS)}")
-    if not 0.0 <= cfg.model.prune_edges < 1.0:
-        bad("model.prune_edges", f"{cfg.model.prune_edges} must be a fraction in [0, 1)")
-    if cfg.model.discretize_edges is not None and not 1 <= cfg.model.discretize_edges <= 3:
-        bad("model.discretize_edges", f"{cfg.model.discretize_edges} must be 1, 2 or 3")
-    if cfg.entropy.c_alpha < 0 or cfg.entropy.c_beta < 0:
-        bad("entropy", "c_alpha and c_beta must be >= 0")
-    if cfg.eval.interval <= 0:
-        bad("eval.interval", "must be a positive integer")
-    if not cfg.eval.scales or any(s <= 0 for s in cfg.eval.scales):
+    if not cfg.data.scale_range[0] <= cfg.data.scale_range[1]:
+        bad("data.scale_range", f"{list(cfg.data.scale_range)} must be [min, max] with 0 < min <= max")
+    if not cfg.eval.scales:
         bad("eval.scales", "must be a non-empty list of positive scales")
-    if cfg.run.hessian_every < 0:
-        bad("run.hessian_every", f"{cfg.run.hessian_every} must be >= 0 (0: off)")
-    _validate_darts(cfg.darts, bad)
-
-
-def _validate_darts(g: "DartsConfig", bad) -> None:
-    for key in ("channels", "batch_size", "hessian_batch", "early_stop_window", "early_stop_delta"):
-        if getattr(g, key) <= 0:
-            bad(f"darts.{key}", f"{getattr(g, key)} must be a positive integer")
-    if g.layers < 3:
-        bad("darts.layers", f"{g.layers} leaves no normal cell, expected >= 3")
-    if g.hessian_every < 0:
-        bad("darts.hessian_every", f"{g.hessian_every} must be >= 0 (0: off)")
-    if g.early_stop and g.hessian_every == 0:
+    if cfg.model.kernel_sizes is not None and (not cfg.model.kernel_sizes
+                                               or any(k % 2 == 0 for k in cfg.model.kernel_sizes)):
+        bad("model.kernel_sizes", f"{list(cfg.model.kernel_sizes)}, expected a non-empty list of odd sizes")
+    if cfg.darts.early_stop and cfg.darts.hessian_every == 0:
         bad("darts.early_stop", "needs the eigenvalue, expected darts.hessian_every > 0")
-    if g.early_stop_factor <= 1.0:
-        bad("darts.early_stop_factor", f"{g.early_stop_factor} must be > 1")
 
 
 def config_hash(cfg: ExperimentConfig) -> str:

@@ -18,16 +18,33 @@ def register(sub) -> None:
     p.add_argument("--label-ids", metavar="DIR",
                    help="Cityscapes: also write predictions as labelId PNGs for the official evaluator")
     p.add_argument("--out", help="write the result as JSON to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file / --label-ids files")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
 
-def config_for_checkpoint(payload: dict, config: str | None, overrides: list):
-    """The checkpoint's own config (or ``config``), with ``--set`` overrides."""
+def config_for_checkpoint(payload: dict, config: str | None, overrides: list, extra: dict | None = None):
+    """The checkpoint's own config (or ``config``), with ``--set`` overrides, then ``extra`` (a tree of keys
+    from command-line options, validated by the same schema)."""
     from ssnas.config import deep_merge, load_config, parse_overrides, read_yaml, resolve_config_path
 
-    base = read_yaml(resolve_config_path(config)) if config else dict(payload.get("config") or {})
-    return load_config(None, deep_merge(base, parse_overrides(overrides)))
+    base = read_yaml(resolve_config_path(config)) if config else payload.get("config") or {}  # a dict: check_fields
+    return load_config(None, deep_merge(deep_merge(dict(base), parse_overrides(overrides)), extra or {}))
+
+
+def check_outputs(args) -> None:
+    """Every output path, before any work: never the checkpoint or config, never an unasked overwrite."""
+    from ssnas.engine.checkpoint import checkpoint_file
+    from ssnas.outputs import check_output_file, check_output_folder
+
+    inputs = (checkpoint_file(args.checkpoint), args.config)
+    if args.out:
+        check_output_file(args.out, "--out", args.overwrite, inputs)
+    if args.label_ids:
+        folder = check_output_folder(args.label_ids, "--label-ids")
+        if folder.exists() and any(folder.iterdir()) and not args.overwrite:
+            raise UserError(f"--label-ids {folder}: not empty, expected a new or empty folder "
+                            f"(or pass --overwrite)")
 
 
 def run(args) -> int:
@@ -36,15 +53,17 @@ def run(args) -> int:
     from ssnas.engine.checkpoint import load_model
     from ssnas.engine.distributed import pick_device
     from ssnas.engine.task import SegmentationTask
+    from ssnas.evaluation.inference import CITYSCAPES_CLASSES
 
+    check_outputs(args)
     model, payload = load_model(args.checkpoint)
-    cfg = config_for_checkpoint(payload, args.config, args.overrides)
-    if args.flip:
-        cfg.eval.flip = True
+    options = {"flip": True} if args.flip else {}
     if args.scales:
-        if any(s <= 0 for s in args.scales):
-            raise UserError(f"--scales {args.scales}: scales must be positive")
-        cfg.eval.scales = tuple(args.scales)
+        options["scales"] = list(args.scales)  # NaN, inf, <= 0: refused by the config schema
+    cfg = config_for_checkpoint(payload, args.config, args.overrides, {"eval": options})
+    if args.label_ids and model.cfg.num_classes != CITYSCAPES_CLASSES:
+        raise UserError(f"--label-ids: the model has {model.cfg.num_classes} classes, expected Cityscapes' "
+                        f"{CITYSCAPES_CLASSES} (labelId PNGs are the Cityscapes evaluator's format)")
     device = pick_device(cfg.run.device)
     model = model.to(device)
     task = SegmentationTask(cfg)
@@ -52,12 +71,13 @@ def run(args) -> int:
         raise UserError(f"{args.checkpoint}: model has {model.cfg.num_classes} classes but the dataset "
                         f"{cfg.data.root} has {task.num_classes()}, expected the same class table")
     with torch.no_grad():
-        result = task.evaluate(model, write_label_ids_dir=args.label_ids, progress=cfg.run.progress)
+        result = task.evaluate(model, write_label_ids_dir=args.label_ids, progress=cfg.run.progress,
+                               overwrite=args.overwrite)
     names = task.classes.names
     result["class_names"] = list(names)
     if args.out:
-        from pathlib import Path
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        from ssnas.engine.checkpoint import atomic_write_bytes
+        atomic_write_bytes(args.out, lambda f: f.write(json.dumps(result, indent=2).encode()))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

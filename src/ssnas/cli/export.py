@@ -1,8 +1,6 @@
 """`ssnas export`: fold a trained supernet into a plain network and write it as a torch or ONNX file."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from ssnas.cli.profile import parse_size
@@ -33,13 +31,12 @@ def run(args) -> int:
     from ssnas.engine.checkpoint import load_model
     from ssnas.export import fuse_supernet, save_fused
 
-    out = Path(args.out)
+    from ssnas.engine.checkpoint import checkpoint_file
+    from ssnas.outputs import check_output_file
+
+    out = check_output_file(args.out, "--out", args.overwrite, (checkpoint_file(args.checkpoint),))
     fmt = args.format or ("onnx" if out.suffix.lower() == ".onnx" else "torch")
     size = parse_size(args.input_size)
-    if out.is_dir():
-        raise UserError(f"--out {out}: is a folder, expected a file path")
-    if out.exists() and not args.overwrite:
-        raise UserError(f"--out {out}: exists, expected a new path (or pass --overwrite)")
     model, payload = load_model(args.checkpoint)
     model.eval()
     if not model.arch_frozen:

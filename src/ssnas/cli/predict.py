@@ -3,10 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ssnas.config import DataConfig, check_value
 from ssnas.errors import UserError
+from ssnas.outputs import MARKER, check_name_length, check_output_folder, has_marker, same_file, write_marker
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 OUTPUTS = ("_label.png", "_color.png", "_overlay.png")
+MARKER_KIND = "predictions"
+OVERLAY_ROWS = 512               # the overlay is blended in bands of rows (a float copy of a large image is big)
 
 
 def register(sub) -> None:
@@ -18,17 +22,27 @@ def register(sub) -> None:
     p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale inference")
     p.add_argument("--alpha", type=float, default=0.5, help="mask opacity in the overlay (0..1)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
+    p.add_argument("--tile", type=int, help="segment images larger than this many pixels a side in overlapping "
+                                            "tiles (default: TILE in ssnas/evaluation/inference.py, 1024)")
+    p.add_argument("--tile-overlap", type=int, help="pixels shared by neighbouring tiles, their probabilities "
+                                                    "averaged (default: TILE_OVERLAP there, 256)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace earlier predictions in --out (only in a folder ssnas predict made)")
     p.set_defaults(func=run)
 
 
-def collect_images(inputs: list[str]) -> list[Path]:
-    """Image files given directly or found (recursively) in given folders, in a stable order."""
+def collect_images(inputs: list[str], skip: Path | None = None) -> list[Path]:
+    """Image files given directly or found (recursively) in given folders, in a stable order; files below
+    ``skip`` (an earlier predictions folder inside an input folder) are not inputs."""
+    from ssnas.data.dataset import find_files
+
+    skip = skip.resolve() if skip is not None else None
     found = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            files = [p for p in find_files(path, IMAGE_SUFFIXES)
+                     if not (skip is not None and skip in p.resolve().parents)]
             if not files:
                 raise UserError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
             found.extend(files)
@@ -39,9 +53,32 @@ def collect_images(inputs: list[str]) -> list[Path]:
     return found
 
 
+def check_outputs(images: list[Path], out: Path, overwrite: bool) -> None:
+    """Before any work: unique names within the file system's limits, no output that is an input, and an
+    existing output replaced only with ``--overwrite`` in a folder that ssnas predict made."""
+    stems = [p.stem for p in images]
+    if len(set(stems)) != len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise UserError(f"two inputs are named {dup!r}; their outputs would collide, expected unique file names")
+    longest = max(OUTPUTS, key=len)
+    for stem in stems:
+        check_name_length(out / f"{stem}{longest}", "--out")
+    planned = [out / f"{s}{suffix}" for s in stems for suffix in OUTPUTS]
+    for target in planned:
+        source = next((p for p in images if same_file(p, target)), None)
+        if source is not None:
+            raise UserError(f"--out {out}: {target.name} would overwrite the input {source}, expected an "
+                            f"output folder apart from the inputs")
+    clash = next((t for t in planned if t.exists()), None)
+    if clash is not None and not overwrite:
+        raise UserError(f"{clash}: exists; use --overwrite to replace predictions")
+    if clash is not None and not has_marker(out, MARKER_KIND):
+        raise UserError(f"--out {out}: holds {clash.name} but is not a folder of ssnas predictions (no "
+                        f"{MARKER} marker), --overwrite replaces only what ssnas wrote; use another --out")
+
+
 def run(args) -> int:
     import numpy as np
-    import torch
     from PIL import Image
     from tqdm import tqdm
 
@@ -49,45 +86,46 @@ def run(args) -> int:
     from ssnas.data.dataset import read_image
     from ssnas.engine.checkpoint import load_model
     from ssnas.engine.distributed import pick_device
-    from ssnas.evaluation.inference import predict_logits
+    from ssnas.evaluation.inference import TILE, TILE_OVERLAP, predict_tiled
 
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha {args.alpha}: expected an opacity in [0, 1]")
-    if any(s <= 0 for s in args.scales):
-        raise UserError(f"--scales {args.scales}: scales must be positive")
-    images = collect_images(args.inputs)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    stems = [p.stem for p in images]
-    if len(set(stems)) != len(stems):
-        dup = next(s for s in stems if stems.count(s) > 1)
-        raise UserError(f"two inputs are named {dup!r}; their outputs would collide, expected unique file names")
-    if not args.overwrite:
-        clash = [out / f"{s}{suffix}" for s in stems for suffix in OUTPUTS if (out / f"{s}{suffix}").exists()]
-        if clash:
-            raise UserError(f"{clash[0]}: exists; use --overwrite to replace predictions")
+    check_value("eval.scales", args.scales, "--scales")
+    tile = TILE if args.tile is None else args.tile
+    overlap = TILE_OVERLAP if args.tile_overlap is None else args.tile_overlap
+    if tile < 32 or not 0 <= overlap < tile:
+        raise UserError(f"--tile {tile} --tile-overlap {overlap}: expected a tile of at least 32 "
+                        f"pixels and 0 <= overlap < tile")
+    out = check_output_folder(args.out, "--out")
+    images = collect_images(args.inputs, skip=out if has_marker(out, MARKER_KIND) else None)
+    check_outputs(images, out, args.overwrite)
     device = pick_device(args.device)
     model, payload = load_model(args.checkpoint, map_location=device)
     model.eval()
     spec = payload.get("classes") or {}
     classes = ClassTable.from_spec(spec["names"], spec.get("colors"), spec.get("ignore_index", 255)) \
         if spec.get("names") else ClassTable.from_spec([f"class{i}" for i in range(model.cfg.num_classes)])
-    data_cfg = (payload.get("config") or {}).get("data", {})
-    mean = torch.tensor(data_cfg.get("mean", (0.485, 0.456, 0.406)), device=device).view(1, 3, 1, 1)
-    std = torch.tensor(data_cfg.get("std", (0.229, 0.224, 0.225)), device=device).view(1, 3, 1, 1)
+    data_cfg = (payload.get("config") or {}).get("data")
+    data_cfg = data_cfg if isinstance(data_cfg, dict) else {}
+    mean, std = (check_value(f"data.{key}", data_cfg.get(key, getattr(DataConfig, key)),
+                             f"{args.checkpoint}: config data.{key}") for key in ("mean", "std"))
     out.mkdir(parents=True, exist_ok=True)
+    if not has_marker(out, MARKER_KIND):
+        write_marker(out, MARKER_KIND)
     for path in tqdm(images, desc="predict", disable=len(images) < 2):
         rgb = read_image(path)
-        x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div(255).unsqueeze(0)
-        x = (x.to(device) - mean) / std
-        with torch.no_grad():
-            pred = predict_logits(model, x, tuple(args.scales), args.flip).argmax(1)[0].cpu().numpy()
-        label = pred.astype(np.uint8)
+        label = predict_tiled(model, rgb, mean, std, tuple(args.scales), args.flip, tile, overlap, device)
         color = classes.colorize(label)
-        overlay = (rgb * (1 - args.alpha) + color * args.alpha).round().astype(np.uint8)
-        Image.fromarray(label).save(out / f"{path.stem}_label.png")
-        Image.fromarray(color).save(out / f"{path.stem}_color.png")
-        Image.fromarray(overlay).save(out / f"{path.stem}_overlay.png")
+        overlay = np.empty_like(rgb)
+        for y in range(0, rgb.shape[0], OVERLAY_ROWS):
+            band = slice(y, y + OVERLAY_ROWS)
+            overlay[band] = (rgb[band] * (1 - args.alpha) + color[band] * args.alpha).round().astype(np.uint8)
+        for suffix, array in zip(OUTPUTS, (label, color, overlay)):
+            target = out / f"{path.stem}{suffix}"
+            try:
+                Image.fromarray(array).save(target)
+            except OSError as exc:
+                raise UserError(f"{target}: cannot write ({exc.strerror or exc}); the outputs of earlier images "
+                                f"are complete, expected free space and a writable folder") from None
     print(f"{len(images)} image(s) -> {out} (*_label.png class indices, *_color.png, *_overlay.png)")
     return 0

@@ -21,7 +21,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (checkpoints, metrics, plots, summary)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (start it if there is none)")
-    p.add_argument("--overwrite", action="store_true", help="replace a different run already in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a different ssnas run in --out (never a folder of other files)")
     p.set_defaults(func=run)
 
 

@@ -78,9 +78,40 @@ class ArrayClassification(Dataset):
                 "label": torch.tensor(self.labels[index], dtype=torch.int64)}
 
 
+# What CIFAR-10's python batches hold besides dicts, lists, bytes and numbers: numpy arrays (pickled by
+# numpy 1 or 2, under either module name) and, for files re-pickled by Python 3, bytes via _codecs.encode.
+CIFAR_PICKLE_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR's python format is pickle by design; a plain ``pickle.load`` would run whatever callable a
+    crafted batch names. Only the types that format holds are resolved, anything else is refused."""
+
+    def find_class(self, module, name):
+        if (module, name) in CIFAR_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of the CIFAR-10 format")
+
+
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    """A CIFAR-10 batch as a dict, refusing code, object arrays and anything but a dict (one line)."""
+    try:
+        with open(path, "rb") as f:
+            data = _CifarUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as exc:
+        raise UserError(f"{path}: refused to load: {str(exc)[:160]}; expected a CIFAR-10 python batch "
+                        f"(dicts, lists, bytes, numbers and numpy arrays only)") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError) as exc:
+        raise UserError(f"{path}: not a readable CIFAR-10 batch ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a CIFAR-10 batch, expected a pickled dict, got {type(data).__name__}")
+    for value in data.values():
+        if isinstance(value, np.ndarray) and value.dtype.hasobject:
+            raise UserError(f"{path}: refused to load: an array of Python objects, expected numbers")
+    return data
 
 
 def load_cifar10(root, split: str, augment: Optional[bool] = None, seed: Optional[int] = None) -> ArrayClassification:
@@ -96,9 +127,22 @@ def load_cifar10(root, split: str, augment: Optional[bool] = None, seed: Optiona
         batch = _unpickle(root / name)
         if b"data" not in batch or b"labels" not in batch:
             raise UserError(f"{root / name}: not a CIFAR-10 batch, expected a pickled dict with b'data', b'labels'")
-        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, CIFAR_SIZE, CIFAR_SIZE))
-        labels.append(np.asarray(batch[b"labels"]))
-    classes = [c.decode() for c in _unpickle(root / CIFAR_META)[b"label_names"]]
+        try:
+            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, CIFAR_SIZE, CIFAR_SIZE)
+            label = np.asarray(batch[b"labels"], dtype=np.int64).reshape(-1)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{root / name}: not a CIFAR-10 batch ({str(exc)[:100]}), expected N×3072 uint8 "
+                            f"pixels and N integer labels") from None
+        if len(label) != len(data) or (len(label) and not 0 <= label.min() <= label.max() < 10):
+            raise UserError(f"{root / name}: {len(data)} images but {len(label)} labels (or labels outside "
+                            f"0..9), expected one label in 0..9 per image")
+        images.append(data)
+        labels.append(label)
+    meta = _unpickle(root / CIFAR_META)
+    try:
+        classes = [c.decode() for c in meta[b"label_names"]]
+    except (KeyError, AttributeError, TypeError):
+        raise UserError(f"{root / CIFAR_META}: expected a dict with b'label_names' (10 byte strings)") from None
     transform = darts_transform(CIFAR_SIZE, CIFAR_MEAN, CIFAR_STD, split == "train" if augment is None else augment,
                                 seed=seed)
     return ArrayClassification(np.concatenate(images).transpose(0, 2, 3, 1), np.concatenate(labels), transform,

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ssnas.data import cityscapes, folder
 from ssnas.data.classes import LABEL_VALUES, ClassTable
-from ssnas.data.dataset import open_image, read_label
+from ssnas.data.dataset import read_image, read_label
 from ssnas.errors import UserError
 
 FORMATS = ("folder", "cityscapes")
@@ -126,7 +126,8 @@ def _inspect(samples, lut, classes, stats: SplitStats, problems: list, seen: dic
         stats.images += 1
         if image_path not in seen:
             try:
-                seen[image_path] = open_image(image_path).size
+                height, width = read_image(image_path).shape[:2]   # as training reads it (16-bit scaled)
+                seen[image_path] = (width, height)
             except UserError as exc:
                 seen[image_path] = None
                 problems.append(str(exc))

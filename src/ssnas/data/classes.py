@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ssnas.errors import UserError
 
@@ -55,12 +54,8 @@ class ClassTable:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: missing, expected a classes.yaml with 'names: [..]'")
-        try:
-            spec = yaml.safe_load(path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(spec, dict):
-            raise UserError(f"{path}: expected a mapping with 'names', 'colors', 'ignore_index'")
+        from ssnas.config import read_yaml
+        spec = read_yaml(path, "classes table (names, colors, ignore_index)")
         unknown = set(spec) - {"names", "colors", "ignore_index"}
         if unknown:
             raise UserError(f"{path}: unknown key(s) {sorted(unknown)}, expected names, colors, ignore_index")

@@ -8,6 +8,7 @@ being dropped or mislabelled.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from ssnas.errors import UserError
 
 LABEL_MODES = ("L", "P")        # 8-bit single channel; P images store class indices as palette indices
 LABEL_CHOICES = ("fine", "coarse", "both")
+WIDE_MAX = 65535                # the largest 16-bit pixel value, scaled to 255
 
 
 def open_image(path: Path) -> Image.Image:
@@ -28,14 +30,47 @@ def open_image(path: Path) -> Image.Image:
         image.load()
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+    except Image.DecompressionBombError:
+        raise UserError(f"{path}: refused: the image declares more than {2 * Image.MAX_IMAGE_PIXELS} pixels (a "
+                        f"decompression bomb?), expected a smaller image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{path}: unreadable image ({exc}), expected a valid PNG/JPG") from None
     return image
 
 
 def read_image(path) -> np.ndarray:
-    """H×W×3 uint8 RGB array of an image file."""
-    return np.asarray(open_image(Path(path)).convert("RGB"))
+    """H×W×3 uint8 RGB array of an image file.
+
+    16-bit grey images (PIL modes ``I;16*``, or ``I`` holding values up to 65535) are scaled to 8 bits by
+    ``round(v * 255 / 65535)``; PIL's own conversion would clip every value above 255 to white. Other
+    modes without an 8-bit reading (32-bit integers beyond 16 bits, floats) are refused."""
+    path = Path(path)
+    image = open_image(path)
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > WIDE_MAX):
+            raise UserError(f"{path}: {image.mode} image with values {values.min()}..{values.max()}, expected "
+                            f"8-bit or 16-bit (0..{WIDE_MAX}) pixels")
+        grey = ((values * 255 + WIDE_MAX // 2) // WIDE_MAX).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if image.mode == "F":
+        raise UserError(f"{path}: floating-point image (mode F), expected 8-bit or 16-bit pixels")
+    return np.asarray(image.convert("RGB"))
+
+
+def find_files(directory, suffixes) -> list:
+    """Files under ``directory`` with one of ``suffixes``, sorted; symlinked sub-folders are followed and
+    every real folder is visited once, so a link loop (``a/loop -> ..``) ends instead of recursing."""
+    seen, found = set(), []
+    for folder, subfolders, files in os.walk(directory, followlinks=True):
+        stat = os.stat(folder)
+        if (stat.st_dev, stat.st_ino) in seen:
+            subfolders[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        found += [Path(folder) / f for f in files if Path(f).suffix.lower() in suffixes
+                  and (Path(folder) / f).is_file()]
+    return sorted(found)
 
 
 def read_label(path, lut: np.ndarray, classes: ClassTable) -> np.ndarray:
@@ -90,7 +125,10 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image, label = self.load(index)
-        out = self.transform(image=image, mask=label) if self.transform is not None else to_tensors(image, label)
+        try:
+            out = self.transform(image=image, mask=label) if self.transform is not None else to_tensors(image, label)
+        except UserError as exc:   # a transform's refusal (an image too small to augment) names the file
+            raise UserError(f"{self.samples[index][0]}: {exc}") from None
         return {"image": out["image"], "label": out["mask"].long(), "name": self.names[index]}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssnas.data.classes import ClassTable
-from ssnas.data.dataset import SegmentationDataset, first_problem, pair_files
+from ssnas.data.dataset import SegmentationDataset, find_files, first_problem, pair_files
 
 CLASSES_FILE = "classes.yaml"
 IMAGE_DIR = "images"
@@ -24,12 +24,11 @@ LABEL_SUFFIX = ".png"
 def _files(directory: Path, suffixes) -> tuple:
     """({relative name without suffix: path}, problems) of the files under ``directory``."""
     found, problems = {}, []
-    for path in sorted(directory.rglob("*")):
-        if path.is_file() and path.suffix.lower() in suffixes:
-            name = path.relative_to(directory).with_suffix("").as_posix()
-            if name in found:
-                problems.append(f"{path}: same name as {found[name].name}, expected one file per name")
-            found[name] = path
+    for path in find_files(directory, suffixes):   # symlinked sub-folders included (loops visited once)
+        name = path.relative_to(directory).with_suffix("").as_posix()
+        if name in found:
+            problems.append(f"{path}: same name as {found[name].name}, expected one file per name")
+        found[name] = path
     return found, problems
 
 

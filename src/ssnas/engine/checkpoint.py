@@ -67,11 +67,18 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
                         f"intact, expected free space and a writable folder") from None
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load safely; a missing, corrupt, foreign or code-carrying file is one clear UserError."""
+def checkpoint_file(path: str | Path) -> Path:
+    """The file a ``--checkpoint`` names: the file itself, or a run folder's ``last.pt``."""
     path = Path(path)
     if path.is_dir():
-        path = path / "last.pt" if (path / "last.pt").is_file() else path / "checkpoints" / "last.pt"
+        return path / "last.pt" if (path / "last.pt").is_file() else path / "checkpoints" / "last.pt"
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", require=("model",)) -> dict:
+    """Load safely; a missing, corrupt, foreign or code-carrying file, or one whose fields are not what
+    ssnas writes (or lacks a field in ``require``), is one clear UserError."""
+    path = checkpoint_file(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     if not zipfile.is_zipfile(path):
@@ -87,20 +94,66 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"{path}: not a readable checkpoint (corrupted or truncated: {str(exc)[:120]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path}: not an ssnas checkpoint (no '{FORMAT}' header)")
-    if payload.get("version", 0) > VERSION:
-        raise UserError(f"{path}: checkpoint version {payload['version']} is newer than this ssnas ({VERSION})")
+    check_fields(payload, path, require)
     return payload
 
 
+# The type of every top-level field; a crafted or damaged file gets one line naming the field.
+FIELDS = {"version": int, "space": dict, "model": dict, "classes": (dict, type(None)), "config": (dict, type(None)),
+          "config_hash": (str, type(None)), "train": dict}
+
+
+def check_fields(payload: dict, path, require=("model",)) -> None:
+    """Each field present has its type (``version`` a supported integer, ``model`` a mapping of names to
+    tensors), and the fields in ``require`` are present."""
+    version = payload.get("version", 0)
+    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
+        raise UserError(f"{path}: checkpoint version {version} is newer than this ssnas ({VERSION})")
+    for key, kind in FIELDS.items():
+        if key in payload and (not isinstance(payload[key], kind) or isinstance(payload[key], bool)):
+            raise UserError(f"{path}: checkpoint field '{key}' is a {type(payload[key]).__name__}, "
+                            f"expected {getattr(kind, '__name__', 'a mapping')}")
+    for key in require:
+        if key not in payload:
+            raise UserError(f"{path}: the checkpoint has no '{key}' section, expected one here "
+                            f"(a damaged file, or one written for another purpose)")
+    bad = next((k for k, v in payload.get("model", {}).items()
+                if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise UserError(f"{path}: checkpoint field 'model' holds {bad!r} that is not a named tensor, "
+                        f"expected a state dict")
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
-    """(SuperNet with the checkpoint's weights and architecture, the checkpoint dict)."""
+    """(SuperNet with the checkpoint's weights and architecture, the checkpoint dict).
+
+    The stored ``space`` is checked against the stored tensors on the meta device (no memory) before the
+    model is built: a crafted ``space`` asking for a million layers is refused, not built until killed."""
     from ssnas.space.variants import create_model
 
-    payload = load_checkpoint(path, map_location)
-    space = dict(payload["space"])
+    payload = load_checkpoint(path, map_location, require=("model", "space"))
+    space, state = dict(payload["space"]), payload["model"]
+    alpha = state.get("alpha")
+    layers, kernels = space.get("layers"), space.get("kernel_sizes")
+    if alpha is None or alpha.dim() != 3 or not isinstance(kernels, (list, tuple)) \
+            or (layers, len(kernels)) != (alpha.shape[0], alpha.shape[2]):
+        raise UserError(f"{path}: the stored space ({layers} layers, kernels {kernels}) does not match the "
+                        f"stored alpha {tuple(alpha.shape) if alpha is not None else 'missing'}")
+    try:
+        with torch.device("meta"):
+            probe = create_model(space)
+    except UserError as exc:
+        raise UserError(f"{path}: stored space: {exc}") from None
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != stored:
+        diff = sorted(set(expected.items()) ^ set(stored.items()))[0]
+        raise UserError(f"{path}: weights do not fit the stored space (first difference: {diff[0]} "
+                        f"{'expected ' + str(expected.get(diff[0])) if diff[0] in expected else 'unexpected'}, "
+                        f"stored {stored.get(diff[0], 'missing')})")
     model = create_model(space)
     try:
-        model.load_state_dict(payload["model"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not fit the stored space ({str(exc).splitlines()[0][:160]})") from None
     return model.to(map_location), payload

@@ -1,8 +1,10 @@
 """The output folder of a run: its config, lock, checkpoints, metrics, plots and summary.
 
-A folder holds one run. Starting a run in a folder that already holds a different one (or anything else)
-is refused unless ``--overwrite``; ``--resume`` continues the run that is there. Two processes never write
-one folder at once: an exclusive ``flock`` on ``.lock`` (released by the kernel even after SIGKILL).
+A folder holds one run, marked by ``.ssnas`` (ssnas.outputs). Starting a run in a folder that already
+holds a different one is refused unless ``--overwrite``; a folder of anything else is always refused,
+so ``--overwrite`` never deletes another tool's files; ``--resume`` continues the run that is there.
+Two processes never write one folder at once: an exclusive ``flock`` on ``.lock`` (released by the
+kernel even after SIGKILL).
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from ssnas.config import config_hash, dump_config
+from ssnas.config import config_hash, dump_config, read_yaml
 from ssnas.errors import UserError
+from ssnas.outputs import MARKER, check_name_length, has_marker, write_marker
 
+RUN_MARKER_KIND = "run"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "tb", "plots", "run.log")
 
 
@@ -35,14 +39,25 @@ class RunDir:
         return self.checkpoints / "best.pt"
 
     def saved_hash(self) -> str | None:
+        """The hash in the run's ``config.yaml``; None when there is none (or the file is another tool's)."""
         cfg = self.path / "config.yaml"
         if not cfg.is_file():
             return None
-        data = yaml.safe_load(cfg.read_text()) or {}
-        return (data.get("_meta") or {}).get("config_hash")
+        try:
+            data = read_yaml(cfg)
+        except UserError:
+            return None
+        meta = data.get("_meta")
+        h = meta.get("config_hash") if isinstance(meta, dict) else None
+        return h if isinstance(h, str) else None
+
+    def is_run(self) -> bool:
+        """The folder holds an ssnas run: its marker, or (runs made before the marker) a hashed config."""
+        return has_marker(self.path, RUN_MARKER_KIND) or self.saved_hash() is not None
 
     def prepare(self, cfg, resume: bool, overwrite: bool) -> bool:
         """Make the folder ready; returns True when there is a checkpoint to resume from."""
+        check_name_length(self.path, "--out")
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"{self.path}: exists and is not a folder, expected an output folder")
         try:
@@ -54,7 +69,8 @@ class RunDir:
         self.lock()
         h = config_hash(cfg)
         saved = self.saved_hash()
-        others = [p.name for p in self.path.iterdir() if p.name != ".lock"]
+        others = [p.name for p in self.path.iterdir() if p.name not in (".lock", MARKER)]
+        is_run = self.is_run()
         if resume and saved is not None:
             if saved != h:
                 raise UserError(f"{self.path}: holds a run with a different config (hash {saved}, this one {h}); "
@@ -62,17 +78,21 @@ class RunDir:
             for stale in self.checkpoints.glob(".*.tmp"):  # a write cut off by a kill (we hold the lock)
                 stale.unlink()
             return self.last.is_file()
+        listing = ", ".join(sorted(others)[:4])
+        if others and not is_run:
+            raise UserError(f"{self.path}: holds files that are not an ssnas run ({listing}); --overwrite replaces "
+                            f"only ssnas runs, expected a new or empty --out")
         if others and not overwrite:
-            what = "a run" if saved is not None else "other files"
-            raise UserError(f"{self.path}: already holds {what} ({', '.join(sorted(others)[:4])}); "
+            raise UserError(f"{self.path}: already holds a run ({listing}); "
                             f"use --resume to continue it, --overwrite to replace it, or another --out")
-        if overwrite:
+        if overwrite and is_run:
             for name in RUN_FILES:
                 target = self.path / name
                 if target.is_dir():
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
+        write_marker(self.path, RUN_MARKER_KIND)
         text = dump_config(cfg) + yaml.safe_dump({"_meta": {"config_hash": h}})
         (self.path / "config.yaml").write_text(text)
         return False

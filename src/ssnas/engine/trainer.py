@@ -340,7 +340,7 @@ class Trainer:
         distributed.barrier(self.ctx)
 
     def _load(self, path: Path) -> None:
-        payload = load_checkpoint(path, map_location=self.device)
+        payload = load_checkpoint(path, map_location=self.device, require=("model", "train"))
         if payload.get("config_hash") != config_hash(self.cfg):
             raise UserError(f"{path}: checkpoint of a different config, expected the run's own config")
         try:
@@ -348,15 +348,20 @@ class Trainer:
         except RuntimeError as exc:
             raise UserError(f"{path}: weights do not fit this model ({str(exc).splitlines()[0][:160]})") from None
         train = payload["train"]
-        self.opt_w.load_state_dict(train["optim_w"])
-        self.opt_a.load_state_dict(train["optim_a"])
-        if self.scaler is not None and train.get("scaler"):
-            self.scaler.load_state_dict(train["scaler"])
-        self.state.update(train["state"])
-        for k, s in self.streams.items():
-            if s is not None and k in train["streams"]:
-                s.load_state_dict(train["streams"][k])
-        set_rng_state(train["rng"])
+        try:
+            self.opt_w.load_state_dict(train["optim_w"])
+            self.opt_a.load_state_dict(train["optim_a"])
+            if self.scaler is not None and train.get("scaler"):
+                self.scaler.load_state_dict(train["scaler"])
+            self.state.update(train["state"])
+            for k, s in self.streams.items():
+                if s is not None and k in train["streams"]:
+                    s.load_state_dict(train["streams"][k])
+            set_rng_state(train["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+            raise UserError(f"{path}: damaged training state in the checkpoint ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:120] if str(exc) else ''}), expected what ssnas "
+                            f"search writes; start again without --resume") from None
 
     def _stop_now(self) -> dict:
         self._save(self.run_dir.last)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import yaml
 
 from ssnas.errors import UserError
 from ssnas.space.supernet import SpaceConfig, SuperNet
@@ -25,12 +24,8 @@ def load_variant(name: str) -> dict:
     path = Path(name) if str(name).endswith((".yaml", ".yml")) else VARIANTS_DIR / f"{name}.yaml"
     if not path.is_file():
         raise UserError(f"unknown variant {name!r}, expected one of {', '.join(list_variants())} or a .yaml file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise UserError(f"{path}: not valid YAML") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of variant keys")
+    from ssnas.config import read_yaml
+    data = read_yaml(path, "variant")
     data.pop("description", None)
     data.pop("paper", None)
     return data
