@@ -34,11 +34,11 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ssnas.cli.profile import parse_size
 from ssnas.config import load_config
 from ssnas.engine.streams import BatchStream
+from ssnas.engine.task import SegmentationTask
 from ssnas.engine.trainer import Trainer
 from ssnas.space import create_model
 from ssnas.space.profile import profile
@@ -98,10 +98,11 @@ class _Images(torch.utils.data.Dataset):
         return {"image": self.images[i], "label": self.labels[i]}
 
 
-class SyntheticTask:
-    """The task interface of ``engine/task.py`` over in-memory random data (19 classes, cross-entropy)."""
+class SyntheticTask(SegmentationTask):
+    """The segmentation task of ``engine/task.py`` (its loss) over in-memory random data (19 classes)."""
 
-    def __init__(self, variant: str, crop, batch_size: int, seed: int = 0):
+    def __init__(self, cfg, variant: str, crop, batch_size: int, seed: int = 0):
+        super().__init__(cfg)
         self.variant, self.crop, self.batch_size, self.seed = variant, tuple(crop), batch_size, seed
 
     def build_model(self):
@@ -113,9 +114,6 @@ class SyntheticTask:
         b = BatchStream(_Images(n, self.crop, self.seed + 1), range(n), self.batch_size, self.seed, "B", 0, rank,
                         world)
         return {"a": a, "b": b, "finetune": a}
-
-    def loss(self, logits, batch):
-        return F.cross_entropy(logits, batch["label"], ignore_index=IGNORE_INDEX)
 
     def evaluate(self, model, rank: int = 0, world: int = 1, **kwargs) -> dict:
         return {"score": 0.0}
@@ -130,12 +128,12 @@ def make_trainer(variant: str, crop, batch_size: int, out_dir, device: str = "cp
     (amp, compile, channels_last). Call ``trainer.run_dir.unlock()`` when done."""
     cfg = load_config(None, {
         "model": {"variant": variant},
-        "data": {"crop_size": list(crop), "batch_size": batch_size, "workers": 0},
+        "data": {"crop_size": list(crop), "batch_size": batch_size, "workers": 0, "ignore_index": IGNORE_INDEX},
         "protocol": {"epochs": 1, "warmup": 0.0, "search": 1.0, "finetune": 0.0, "entropy_start": 0.0},
         "entropy": {"c_alpha": ENTROPY_C, "c_beta": ENTROPY_C},
         "run": {"device": device, "threads": threads, "tensorboard": False, "progress": False, **run},
     })
-    trainer = Trainer(cfg, out_dir, task=SyntheticTask(variant, crop, batch_size, cfg.seed))
+    trainer = Trainer(cfg, out_dir, task=SyntheticTask(cfg, variant, crop, batch_size, cfg.seed))
     trainer._setup()
     return trainer
 
@@ -419,12 +417,13 @@ def _ab_worker(spec: str) -> None:
                     break
                 batch_a = trainer._to_device(trainer.streams["a"].next())
                 batch_b = trainer._to_device(trainer.streams["b"].next())
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 loss_w = trainer.weight_step(batch_a)
                 out = trainer.arch_step(batch_b, 1.0)
                 _sync(trainer.device)
-                seconds = time.perf_counter() - start
-                print(AB_MARK + json.dumps({"s": seconds, "losses": [loss_w, *(out or (None, None))]}), flush=True)
+                seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+                print(AB_MARK + json.dumps({"s": seconds, "cpu_s": cpu, "losses": [loss_w, *(out or (None, None))]}),
+                      flush=True)
         finally:
             trainer.run_dir.unlock()
 
@@ -466,8 +465,8 @@ def ab_compare(base: Path, variant: str, crop, batch_size: int, pairs: int, thre
     here = Path(__file__).resolve().parent.parent
     a, b = _Worker(base, spec), _Worker(here, spec)
     try:
-        losses_a, losses_b, times_a, times_b = [], [], [], []
-        for i in range(AB_LOSS_ITERS + pairs):
+        losses_a, losses_b, times_a, times_b, cpu_a, cpu_b = [], [], [], [], [], []
+        for i in range(max(AB_LOSS_ITERS, pairs + 1)):
             ra, rb = a.iteration(), b.iteration()
             if i < AB_LOSS_ITERS:
                 losses_a.append(ra["losses"])
@@ -475,11 +474,15 @@ def ab_compare(base: Path, variant: str, crop, batch_size: int, pairs: int, thre
             if i >= 1:     # the first iteration of each is a warm-up
                 times_a.append(ra["s"])
                 times_b.append(rb["s"])
+                cpu_a.append(ra["cpu_s"])
+                cpu_b.append(rb["cpu_s"])
     finally:
         a.close()
         b.close()
-    rel = max(abs(x - y) / max(abs(x), 1e-12) for la, lb in zip(losses_a, losses_b) for x, y in zip(la, lb))
+    per_iter = [max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(la, lb)) for la, lb in zip(losses_a, losses_b)]
+    rel = max(per_iter)
     ratios = sorted(ta / tb for ta, tb in zip(times_a, times_b))
+    cpu_ratios = sorted(ta / tb for ta, tb in zip(cpu_a, cpu_b))
     med = statistics.median(ratios)
     print(f"{variant} {crop[0]}x{crop[1]} batch {batch_size}, {threads} thread(s), fp32; A = {a.where}, "
           f"B = {b.where}")
@@ -487,10 +490,14 @@ def ab_compare(base: Path, variant: str, crop, batch_size: int, pairs: int, thre
           f"{statistics.median(times_b):.3f} (min {min(times_b):.3f}); {len(ratios)} interleaved pairs")
     print(f"  speed-up A/B per pair: median {med:.2f}x, spread {ratios[0]:.2f}-{ratios[-1]:.2f}x "
           f"(target >= 1.5x: {'met' if med >= 1.5 else 'missed'})")
+    print(f"  CPU time (process_time, all threads): A median {statistics.median(cpu_a):.3f} s, B median "
+          f"{statistics.median(cpu_b):.3f} s; A/B per pair: median {statistics.median(cpu_ratios):.2f}x, spread "
+          f"{cpu_ratios[0]:.2f}-{cpu_ratios[-1]:.2f}x (less sensitive to other jobs than the wall time)")
     verdict = "equal" if rel <= AB_LOSS_RTOL else "DIFFERENT"
     print(f"  losses of the first {AB_LOSS_ITERS} iterations (weight, arch, entropy): largest relative difference "
-          f"{rel:.2e} ({verdict}, tolerance {AB_LOSS_RTOL:g})")
-    return {"threads": threads, "ratio_median": med, "ratios": ratios, "loss_rel": rel}
+          f"{rel:.2e} ({verdict}, tolerance {AB_LOSS_RTOL:g}); per iteration "
+          + " ".join(f"{r:.0e}" for r in per_iter))
+    return {"threads": threads, "ratio_median": med, "ratios": ratios, "cpu_ratios": cpu_ratios, "loss_rel": rel}
 
 
 def run_profile(variant: str, crop, batch_size: int, device: str, threads, tmp: Path, **run) -> None:

@@ -38,7 +38,8 @@ class ShapeAlign(nn.Module):
     Down (finer → coarser) average-pools, then convolves; up (coarser → finer) upsamples bilinearly, then
     convolves at the target resolution, as the paper's network does (this is what Table 3's FLOPs count).
     A 1×1 conv and BN commute with bilinear interpolation (its weights sum to 1), so the fused export
-    convolves before upsampling instead: same output, a quarter of the cost on those edges.
+    convolves before upsampling instead: same output, a quarter of the cost on those edges. Training does the
+    same for the conv (BN keeps its place: its batch statistics are those of the upsampled map).
     """
 
     def __init__(self, cin: int, cout: int, src: int, dst: int):
@@ -52,6 +53,8 @@ class ShapeAlign(nn.Module):
         if self.direction > 0:
             y = F.avg_pool2d(y, 2)
         elif self.direction < 0:
+            if self.training:
+                return self.bn(F.interpolate(self.conv(y), size=size, mode="bilinear", align_corners=False))
             y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
         return self.bn(self.conv(y))
 
