@@ -14,6 +14,7 @@ turns the loop off (e.g. to compare against ATen).
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -32,10 +33,14 @@ EXTENSION_NAME = "ssnas_depthwise_weight_grad"
 
 @functools.lru_cache(maxsize=None)
 def _extension():
-    """The compiled loop, or None (no compiler, build error, switched off): one message, then ATen."""
+    """The compiled loop (``torch.ops.ssnas.dw_weight_grad``), or None (no compiler, build error, switched off):
+    one message, then ATen."""
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return None
-    name = f"{EXTENSION_NAME}_{cpu_tag()}"   # built with -march=native: one build per instruction set
+    # built with -march=native: one build per instruction set; and per source, so that two ssnas versions
+    # on one machine never rebuild each other's copy
+    source_hash = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:8]
+    name = f"{EXTENSION_NAME}_{cpu_tag()}_{source_hash}"
     try:
         from torch.utils import cpp_extension
 
@@ -45,7 +50,9 @@ def _extension():
             built = False
         if not built:
             print("[ssnas] building the depthwise CPU kernel (once per machine, about a minute)", file=sys.stderr)
-        return cpp_extension.load(name, [str(SOURCE)], extra_cflags=["-O3", "-march=native"], verbose=False)
+        cpp_extension.load(name, [str(SOURCE)], extra_cflags=["-O3", "-march=native"], verbose=False,
+                           is_python_module=False)
+        return torch.ops.ssnas.dw_weight_grad
     except Exception as exc:  # a missing compiler must not stop training: ATen computes the same gradient
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         print(f"[ssnas] depthwise CPU kernel not built ({first}); using ATen's (slower) weight gradient",
@@ -94,5 +101,5 @@ class _DepthwiseConv(torch.autograd.Function):
             gx = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [k // 2, k // 2], [1, 1], False,
                                                      [0, 0], channels, [True, False, False])[0]
         if need_w:
-            gw = _extension().dw_weight_grad(x, grad, k)
+            gw = _extension()(x, grad, k)
         return gx, gw
