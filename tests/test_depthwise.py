@@ -49,10 +49,15 @@ def test_double_backward_uses_differentiable_ops():
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_plain_path_without_autograd_or_when_switched_off(monkeypatch):
+def test_plain_path_without_autograd_under_autocast_or_when_switched_off(monkeypatch):
     x, w = torch.randn(1, 4, 6, 6), torch.randn(4, 1, 3, 3)
     with torch.no_grad():
         assert depthwise_conv(x.requires_grad_(), w).grad_fn is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):   # bf16 gradients: ATen's kernels
+        y = depthwise_conv(x, w.requires_grad_())
+        assert y.dtype == torch.bfloat16 and "DepthwiseConv" not in type(y.grad_fn).__name__
+    y.float().sum().backward()
+    assert w.grad is not None
     monkeypatch.setenv(depthwise.ENV_SWITCH, "0")
     depthwise._extension.cache_clear()
     try:

@@ -6,7 +6,8 @@ supernet's shapes: a quarter of a whole search iteration (docs/benchmarks.md, "F
 weight gradient from a small C++ loop (``csrc/depthwise_weight_grad.cpp``), built once with torch's
 extension builder and cached under the user's torch extensions directory.
 
-The plain ATen path is used where the loop does not apply or cannot be built: on GPUs, other dtypes, kernel
+The plain ATen path is used where the loop does not apply or cannot be built: on GPUs, other dtypes or
+autocast, kernel
 sizes it was not compiled for, under ``torch.compile``, without autograd, and for double backward (the Hessian
 tracking differentiates twice: the backward then falls back to differentiable ATen ops). ``SSNAS_CPU_KERNELS=0``
 turns the loop off (e.g. to compare against ATen).
@@ -67,6 +68,7 @@ def cpu_kernel_available() -> bool:
 def _applies(x: Tensor, weight: Tensor) -> bool:
     k = weight.shape[-1]
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")   # bf16 autocast: ATen's bf16 kernels
             and x.dim() == 4 and weight.shape[-2] == k and k in KERNEL_SIZES and torch.is_grad_enabled()
             and (x.requires_grad or weight.requires_grad) and not torch.compiler.is_compiling()
             and _extension() is not None)
