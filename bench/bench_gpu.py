@@ -10,13 +10,21 @@ Projection (paper §4.1): 600 epochs × 2,975 images; the search phase (35% of e
 forward/backward of the architecture step per iteration; 5% warmup + 60% fine-tune run the weight step only.
 
     bash bench/gpu.sh          # or: .venv/bin/python bench/bench_gpu.py --variants small large
+
+Every run writes its raw output to ``bench/results/gpu-<UTC time>-<device>.json`` (device name, capability,
+torch / CUDA / cuDNN versions, the command, start and end timestamps, the ssnas commit, and every measured
+figure), so a figure quoted in docs/benchmarks.md can be checked against the file committed next to it.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import re
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -32,6 +40,33 @@ TRAIN_IMAGES = 2975            # Cityscapes fine train split
 SEARCH_SHARE = 0.35            # of epochs; warmup 0.05 + fine-tune 0.60 are weight steps only
 PAPER_GPU_DAYS = 5.5           # 1.4 days × 4 V100 (Table 6)
 STEPS = 5
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=Path(__file__).resolve().parent,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_raw(raw: dict, results_dir: Path = RESULTS_DIR) -> Path:
+    """The run's raw output as JSON under ``results_dir``; the file name says when and on what it ran."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    device = re.sub(r"[^A-Za-z0-9]+", "-", raw["device"]["name"]).strip("-").lower()
+    path = results_dir / f"gpu-{raw['started'].replace(':', '')}-{device}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(raw, indent=2) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def weight_only_fn(trainer):
@@ -82,8 +117,14 @@ def main(argv=None) -> int:
         return 1
     torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name()
+    matmul = matmul_gflops(device="cuda")
+    raw = {"started": _now(), "command": [sys.executable, *sys.argv], "commit": _commit(),
+           "device": {"name": name, "capability": list(torch.cuda.get_device_capability()),
+                      "memory_mib": torch.cuda.get_device_properties(0).total_memory // 2 ** 20},
+           "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+           "amp": args.amp, "crop": list(CROP), "steps": STEPS, "fp32_matmul_gflops": matmul, "variants": {}}
     print(f"{name}, torch {torch.__version__}, amp {args.amp}, crop {CROP[0]}x{CROP[1]}; "
-          f"fp32 matmul {matmul_gflops(device='cuda'):.0f} GFLOP/s")
+          f"fp32 matmul {matmul:.0f} GFLOP/s")
     with tempfile.TemporaryDirectory(prefix="ssnas-bench-gpu-") as tmp:
         for variant in args.variants:
             flops = forward_flops(variant, CROP)
@@ -94,9 +135,14 @@ def main(argv=None) -> int:
                     break
             if best is None:
                 print(f"{variant}: batch 1 does not fit in memory")
+                raw["variants"][variant] = None
                 continue
             gpus = math.ceil(PAPER_BATCH / best["batch"])
             days = project_days(best)
+            raw["variants"][variant] = {**best, "forward_gflops_per_image": flops / 1e9,
+                                        "images_per_s_weight_step": best["batch"] / best["weight_s"],
+                                        "images_per_s_search_iteration": best["batch"] / best["search_s"],
+                                        "projected_gpu_days": days, "gpus_for_paper_batch": gpus}
             print(f"{variant}: largest batch {best['batch']} ({best['peak_mib']:.0f} MiB peak): "
                   f"{best['batch'] / best['weight_s']:.1f} img/s weight step, "
                   f"{best['batch'] / best['search_s']:.1f} img/s search iteration, "
@@ -104,6 +150,8 @@ def main(argv=None) -> int:
                   f"batch {PAPER_BATCH} needs {gpus} GPU(s)")
             print(f"  projected {EPOCHS}-epoch run: {days:.2f} GPU-days on this GPU "
                   f"(paper: {PAPER_GPU_DAYS} V100-days), {days / gpus:.2f} days on {gpus} of them")
+    raw["finished"] = _now()
+    print(f"raw output: {write_raw(raw)}")
     return 0
 
 

@@ -29,6 +29,8 @@ from ssnas.space import create_model
 
 TARGET_RATIO = 0.6
 ARCH_STATES = ("full", "discrete")
+# kernels that count as "inside ATen": ATen's own and ssnas's registered C++ operators (space/depthwise.py)
+NATIVE_OPS = ("aten::", "ssnas::")
 
 
 def randomize_arch(model, seed: int = 0) -> None:
@@ -107,7 +109,7 @@ def profile_step(fn, steps: int = 3, warmup: int = 1, row_limit: int = 15) -> di
             fn()
         wall = (time.perf_counter() - start) / steps
     events = prof.key_averages()
-    aten = sum(e.self_cpu_time_total for e in events if e.key.startswith("aten::")) / 1e3 / steps
+    aten = sum(e.self_cpu_time_total for e in events if e.key.startswith(NATIVE_OPS)) / 1e3 / steps
     top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:row_limit]
     return {
         "wall_ms": wall * 1e3,

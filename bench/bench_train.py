@@ -16,6 +16,12 @@ this flatters it a little; it is the common convention and keeps figures compara
     .venv/bin/python bench/bench_train.py --threads 1 --variants tiny mini small --sizes 128x256 256x512
     .venv/bin/python bench/bench_train.py --threads 1 --compare          # before/after of each hot-path change
     .venv/bin/python bench/bench_train.py --threads 1 --profile --variants small --sizes 128x256
+    .venv/bin/python bench/bench_train.py --ab /tmp/ssnas-base --threads 1 2 --variants small --sizes 256x512
+
+``--ab DIR`` times this checkout (B) against another checkout of the repository (A, e.g. ``git archive <commit> |
+tar -x -C DIR``) side by side: one worker process per checkout (each importing its own ``src/``), driven
+alternately A B A B iteration by iteration, so load drifts hit both equally; it also compares the two
+checkouts' losses over the first iterations (same seed, same batches).
 """
 from __future__ import annotations
 
@@ -28,11 +34,11 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ssnas.cli.profile import parse_size
 from ssnas.config import load_config
 from ssnas.engine.streams import BatchStream
+from ssnas.engine.task import SegmentationTask
 from ssnas.engine.trainer import Trainer
 from ssnas.space import create_model
 from ssnas.space.profile import profile
@@ -92,10 +98,11 @@ class _Images(torch.utils.data.Dataset):
         return {"image": self.images[i], "label": self.labels[i]}
 
 
-class SyntheticTask:
-    """The task interface of ``engine/task.py`` over in-memory random data (19 classes, cross-entropy)."""
+class SyntheticTask(SegmentationTask):
+    """The segmentation task of ``engine/task.py`` (its loss) over in-memory random data (19 classes)."""
 
-    def __init__(self, variant: str, crop, batch_size: int, seed: int = 0):
+    def __init__(self, cfg, variant: str, crop, batch_size: int, seed: int = 0):
+        super().__init__(cfg)
         self.variant, self.crop, self.batch_size, self.seed = variant, tuple(crop), batch_size, seed
 
     def build_model(self):
@@ -107,9 +114,6 @@ class SyntheticTask:
         b = BatchStream(_Images(n, self.crop, self.seed + 1), range(n), self.batch_size, self.seed, "B", 0, rank,
                         world)
         return {"a": a, "b": b, "finetune": a}
-
-    def loss(self, logits, batch):
-        return F.cross_entropy(logits, batch["label"], ignore_index=IGNORE_INDEX)
 
     def evaluate(self, model, rank: int = 0, world: int = 1, **kwargs) -> dict:
         return {"score": 0.0}
@@ -124,12 +128,12 @@ def make_trainer(variant: str, crop, batch_size: int, out_dir, device: str = "cp
     (amp, compile, channels_last). Call ``trainer.run_dir.unlock()`` when done."""
     cfg = load_config(None, {
         "model": {"variant": variant},
-        "data": {"crop_size": list(crop), "batch_size": batch_size, "workers": 0},
+        "data": {"crop_size": list(crop), "batch_size": batch_size, "workers": 0, "ignore_index": IGNORE_INDEX},
         "protocol": {"epochs": 1, "warmup": 0.0, "search": 1.0, "finetune": 0.0, "entropy_start": 0.0},
         "entropy": {"c_alpha": ENTROPY_C, "c_beta": ENTROPY_C},
         "run": {"device": device, "threads": threads, "tensorboard": False, "progress": False, **run},
     })
-    trainer = Trainer(cfg, out_dir, task=SyntheticTask(variant, crop, batch_size, cfg.seed))
+    trainer = Trainer(cfg, out_dir, task=SyntheticTask(cfg, variant, crop, batch_size, cfg.seed))
     trainer._setup()
     return trainer
 
@@ -293,10 +297,24 @@ def main(argv=None) -> None:
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--compare", action="store_true", help="before/after of each hot-path change, interleaved")
     p.add_argument("--profile", action="store_true", help="top ops of one iteration (first variant and size)")
+    p.add_argument("--ab", metavar="DIR", help="side by side against the checkout in DIR (A = DIR, B = this one)")
+    p.add_argument("--ab-threads", nargs="+", type=int, default=[1, 2], help="thread counts of --ab")
+    p.add_argument("--pairs", type=int, default=AB_PAIRS, help="timed A/B pairs of --ab")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
+    p.add_argument("--ab-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_child:
         _memory_child(args.memory_child)
+        return
+    if args.ab_worker:
+        _ab_worker(args.ab_worker)
+        return
+    if args.ab:
+        sizes = [parse_size(s) for s in args.sizes]
+        print(f"A = {args.ab}, B = {Path(__file__).resolve().parent.parent}; loadavg {_load()}")
+        for threads in args.ab_threads:
+            ab_compare(Path(args.ab), args.variants[0], sizes[0], args.batches[0], args.pairs, threads)
+        print(f"loadavg after {_load()}")
         return
     torch.set_num_threads(args.threads)
     sizes = [parse_size(s) for s in args.sizes]
@@ -372,6 +390,114 @@ def compare(variant: str, crop, batch_size: int, steps: int, device: str, thread
         m = statistics.median(times[n])
         print(f"  {n:<22}{m:>8.3f} s/iter  {m / base:>6.2f}x default  (min {min(times[n]):.3f}, "
               f"max {max(times[n]):.3f})")
+
+
+# ---------------------------------------------------------------------- side by side with another checkout
+AB_PAIRS = 8                 # timed A/B pairs per thread count (median ratio and spread)
+AB_LOSS_ITERS = 10           # iterations whose losses are compared (the first ones, warm-up included)
+AB_LOSS_RTOL = 1e-5          # the largest relative loss difference accepted between the two checkouts
+AB_MARK = "AB-RESULT "       # worker output lines carrying results (anything else is passed through)
+
+
+def _ab_worker(spec: str) -> None:
+    """One checkout's side of --ab: builds the search-phase trainer, then runs one iteration per ``next`` line
+    on stdin (fresh batches from A and B each time, as the engine's loop draws them) and answers with its
+    seconds and losses. Uses only APIs the baseline checkout has too."""
+    import json
+
+    s = json.loads(spec)
+    torch.set_num_threads(s["threads"])
+    import ssnas
+    with tempfile.TemporaryDirectory(prefix="ssnas-bench-ab-") as tmp:
+        trainer = make_trainer(s["variant"], s["crop"], s["batch_size"], Path(tmp) / "run", threads=s["threads"])
+        try:
+            print(AB_MARK + json.dumps({"ready": str(Path(ssnas.__file__).parent)}), flush=True)
+            for line in sys.stdin:
+                if line.strip() != "next":
+                    break
+                batch_a = trainer._to_device(trainer.streams["a"].next())
+                batch_b = trainer._to_device(trainer.streams["b"].next())
+                start, cpu_start = time.perf_counter(), time.process_time()
+                loss_w = trainer.weight_step(batch_a)
+                out = trainer.arch_step(batch_b, 1.0)
+                _sync(trainer.device)
+                seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+                print(AB_MARK + json.dumps({"s": seconds, "cpu_s": cpu, "losses": [loss_w, *(out or (None, None))]}),
+                      flush=True)
+        finally:
+            trainer.run_dir.unlock()
+
+
+class _Worker:
+    def __init__(self, checkout: Path, spec: str):
+        import subprocess
+
+        env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--ab-worker", spec],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.where = self._read()["ready"]
+
+    def _read(self) -> dict:
+        import json
+
+        for line in self.proc.stdout:
+            if line.startswith(AB_MARK):
+                return json.loads(line[len(AB_MARK):])
+            print("   | " + line.rstrip())
+        raise RuntimeError(f"bench worker exited with {self.proc.wait()}")
+
+    def iteration(self) -> dict:
+        self.proc.stdin.write("next\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def ab_compare(base: Path, variant: str, crop, batch_size: int, pairs: int, threads: int) -> dict:
+    """A (``base``) vs B (this checkout): ``AB_LOSS_ITERS`` iterations compared for losses, then ``pairs``
+    timed pairs, alternating A B A B (only one worker runs at a time: the other waits on its stdin)."""
+    import json
+
+    spec = json.dumps({"variant": variant, "crop": list(crop), "batch_size": batch_size, "threads": threads})
+    here = Path(__file__).resolve().parent.parent
+    a, b = _Worker(base, spec), _Worker(here, spec)
+    try:
+        losses_a, losses_b, times_a, times_b, cpu_a, cpu_b = [], [], [], [], [], []
+        for i in range(max(AB_LOSS_ITERS, pairs + 1)):
+            ra, rb = a.iteration(), b.iteration()
+            if i < AB_LOSS_ITERS:
+                losses_a.append(ra["losses"])
+                losses_b.append(rb["losses"])
+            if i >= 1:     # the first iteration of each is a warm-up
+                times_a.append(ra["s"])
+                times_b.append(rb["s"])
+                cpu_a.append(ra["cpu_s"])
+                cpu_b.append(rb["cpu_s"])
+    finally:
+        a.close()
+        b.close()
+    per_iter = [max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(la, lb)) for la, lb in zip(losses_a, losses_b)]
+    rel = max(per_iter)
+    ratios = sorted(ta / tb for ta, tb in zip(times_a, times_b))
+    cpu_ratios = sorted(ta / tb for ta, tb in zip(cpu_a, cpu_b))
+    med = statistics.median(ratios)
+    print(f"{variant} {crop[0]}x{crop[1]} batch {batch_size}, {threads} thread(s), fp32; A = {a.where}, "
+          f"B = {b.where}")
+    print(f"  A s/iter median {statistics.median(times_a):.3f} (min {min(times_a):.3f}); B s/iter median "
+          f"{statistics.median(times_b):.3f} (min {min(times_b):.3f}); {len(ratios)} interleaved pairs")
+    print(f"  speed-up A/B per pair: median {med:.2f}x, spread {ratios[0]:.2f}-{ratios[-1]:.2f}x "
+          f"(target >= 1.5x: {'met' if med >= 1.5 else 'missed'})")
+    print(f"  CPU time (process_time, all threads): A median {statistics.median(cpu_a):.3f} s, B median "
+          f"{statistics.median(cpu_b):.3f} s; A/B per pair: median {statistics.median(cpu_ratios):.2f}x, spread "
+          f"{cpu_ratios[0]:.2f}-{cpu_ratios[-1]:.2f}x (less sensitive to other jobs than the wall time)")
+    verdict = "equal" if rel <= AB_LOSS_RTOL else "DIFFERENT"
+    print(f"  losses of the first {AB_LOSS_ITERS} iterations (weight, arch, entropy): largest relative difference "
+          f"{rel:.2e} ({verdict}, tolerance {AB_LOSS_RTOL:g}); per iteration "
+          + " ".join(f"{r:.0e}" for r in per_iter))
+    return {"threads": threads, "ratio_median": med, "ratios": ratios, "cpu_ratios": cpu_ratios, "loss_rel": rel}
 
 
 def run_profile(variant: str, crop, batch_size: int, device: str, threads, tmp: Path, **run) -> None:

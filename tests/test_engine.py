@@ -53,6 +53,7 @@ def test_metrics_summary_and_plots(smoke_run):
     for key in ("miou", "per_class_iou", "phases", "entropy", "wall_time_s", "config_hash"):
         assert key in summary
     assert summary["phases"] == {"warmup": [0, 1], "search": [1, 2], "finetune": [2, 3]}
+    assert summary["amp"] == {"setting": "none", "used": "none", "reason": "set in the config"}
     assert summary["entropy"]["alpha"]["start"]["raw"] != summary["entropy"]["alpha"]["end"]["raw"]
     for name in ("entropy", "training", "architecture"):
         assert (smoke_run / "plots" / f"{name}.png").stat().st_size > 1000

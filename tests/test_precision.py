@@ -114,3 +114,41 @@ def test_smoke_run_completes_with_flag(flag, demo_root, tmp_path, light_compile)
     assert records[-1]["skipped_steps"] == 0
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["miou"] <= 1.0
+
+
+# ---------------------------------------------------------------------- run.amp: auto
+def test_auto_amp_on_cpu_follows_the_cached_probe(demo_root, tmp_path, monkeypatch):
+    """bf16 only where the probe measured it >= BF16_MARGIN faster; the probe runs once per machine (cache)."""
+    from ssnas.engine import precision
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls = []
+    figures = {"fp32_s": 1.0, "bf16_s": 2.0}          # bf16 half the speed: fp32 is kept
+    monkeypatch.setattr(precision, "_measure", lambda: calls.append(1) or dict(figures))
+    used, reason = precision.resolve_amp("auto", torch.device("cpu"))
+    assert used == "none" and "0.50x" in reason and len(calls) == 1
+    figures.update(bf16_s=0.5)                          # the cache answers: no second measurement
+    assert precision.resolve_amp("auto", torch.device("cpu"))[0] == "none" and len(calls) == 1
+    assert precision.cache_path().is_file() and precision.cache_path().is_relative_to(tmp_path)
+    precision.cache_path().unlink()                     # a faster bf16 is chosen
+    used, reason = precision.resolve_amp("auto", torch.device("cpu"))
+    assert used == "bf16" and "2.00x" in reason and len(calls) == 2
+    assert precision.resolve_amp("fp16", torch.device("cpu")) == ("fp16", "set in the config")
+
+    trainer = _trainer(demo_root, tmp_path / "auto", "run.amp=auto")   # the engine uses and records it
+    try:
+        assert trainer.autocast_dtype is torch.bfloat16
+        assert trainer.state["amp"] == "bf16" and trainer.state["amp_reason"].startswith("CPU probe")
+    finally:
+        trainer.run_dir.unlock()
+
+
+def test_cpu_probe_measures_both_precisions(tmp_path, monkeypatch):
+    from ssnas.engine import precision
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    before = torch.get_rng_state()
+    result = precision.cpu_probe()
+    assert result["fp32_s"] > 0 and result["bf16_s"] > 0 and result["torch"] == torch.__version__
+    assert torch.equal(torch.get_rng_state(), before)   # the run's random stream is untouched
+    assert precision.cpu_probe()["cached"] is True

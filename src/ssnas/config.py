@@ -131,7 +131,7 @@ class RunConfig:
     tensorboard: bool = True
     progress: bool = True
     channels_last: bool = True             # NHWC; on CPU the NCHW depthwise backward is far slower
-    amp: str = "none"                      # none | bf16 | fp16
+    amp: str = "none"                      # none | bf16 | fp16 | auto (faster of fp32/bf16: engine/precision.py)
     compile: bool = False
     max_bad_steps: int = 5                 # stop after this many consecutive non-finite steps
     threads: Optional[int] = None          # torch.set_num_threads on CPU
@@ -184,7 +184,7 @@ CHOICES = {
     "protocol.arch_labels": ("fine", "coarse", "both", "none"),
     "entropy.scaling": ("constant", "linear"),
     "entropy.reduction": ("mean", "sum"),
-    "run.amp": ("none", "bf16", "fp16"),
+    "run.amp": ("none", "bf16", "fp16", "auto"),
     "task": ("segmentation", "darts"),
     "optim.schedule": ("poly", "cosine"),
     "darts.space": ("darts", "s1", "s2", "s3", "s4"),   # = ssnas.darts.genotypes.SPACES (a test checks)

@@ -38,7 +38,8 @@ class ShapeAlign(nn.Module):
     Down (finer → coarser) average-pools, then convolves; up (coarser → finer) upsamples bilinearly, then
     convolves at the target resolution, as the paper's network does (this is what Table 3's FLOPs count).
     A 1×1 conv and BN commute with bilinear interpolation (its weights sum to 1), so the fused export
-    convolves before upsampling instead: same output, a quarter of the cost on those edges.
+    convolves before upsampling instead: same output, a quarter of the cost on those edges. Training does the
+    same for the conv (BN keeps its place: its batch statistics are those of the upsampled map).
     """
 
     def __init__(self, cin: int, cout: int, src: int, dst: int):
@@ -48,10 +49,15 @@ class ShapeAlign(nn.Module):
         self.bn = nn.BatchNorm2d(cout)
 
     def forward(self, y: Tensor, size: tuple[int, int]) -> Tensor:
-        y = F.relu(y)
+        return self.project(F.relu(y), size)
+
+    def project(self, y: Tensor, size: tuple[int, int]) -> Tensor:
+        """P after its ReLU: the backbone applies the ReLU once per source, not once per outgoing edge."""
         if self.direction > 0:
             y = F.avg_pool2d(y, 2)
         elif self.direction < 0:
+            if self.training:
+                return self.bn(F.interpolate(self.conv(y), size=size, mode="bilinear", align_corners=False))
             y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
         return self.bn(self.conv(y))
 
@@ -86,12 +92,13 @@ class Backbone(nn.Module):
         prev = features
         for l in range(self.layers):
             out = []
+            act = [F.relu(p) for p in prev]   # P's ReLU, shared by the (up to 3) edges leaving each cell
             for i, cell in enumerate(self.cells[l]):
                 size = prev[i].shape[-2:]
                 x = None
                 for key, align in self.edges[l][i].items():
                     j = int(key)
-                    term = align(prev[i + EDGE_OFFSETS[j]], size) * beta_hat[l, i, j]   # Eq. 1
+                    term = align.project(act[i + EDGE_OFFSETS[j]], size) * beta_hat[l, i, j]   # Eq. 1
                     x = term if x is None else x + term
                 out.append(cell(x, alpha_hat[l, i]))                                      # Eq. 3
             prev = out

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssnas.space.depthwise import depthwise_conv
+
 SE_REDUCTION = 4  # squeeze width = expanded width / 4 (MobileNetV3)
 
 
@@ -85,7 +87,7 @@ class MixedDepthwise(nn.Module):
             # On CPU the NCHW depthwise backward is 2-3.4x slower than channels-last (quiet machine,
             # bench/bench_depthwise.py; far worse when the cores are oversubscribed). One cheap copy.
             x = x.contiguous(memory_format=torch.channels_last)
-        return F.conv2d(x, k, None, 1, k.shape[-1] // 2, 1, x.shape[1])
+        return depthwise_conv(x, k)   # its CPU weight gradient is a dedicated loop (space/depthwise.py)
 
 
 class InvertedBottleneck(nn.Module):
