@@ -201,3 +201,23 @@ def test_predict_writes_masks_overlays_and_labels(smoke_run, demo_root, tmp_path
     assert (out / f"{names[0]}_label.png").read_bytes() == before
     assert main(["predict", str(tmp_path / "missing.png"), "--checkpoint", str(smoke_run), "--out",
                  str(out)]) == 2
+
+
+def test_architecture_json_and_costs(smoke_run, capsys):
+    """architecture.json matches the last checkpoint; summary.json and the printout give the costs."""
+    from ssnas.cli.search import print_summary
+    from ssnas.engine.checkpoint import load_model
+    from ssnas.space.architecture import describe_architecture
+
+    arch = json.loads((smoke_run / "architecture.json").read_text())
+    model, _ = load_model(smoke_run / "checkpoints" / "last.pt")
+    assert arch == json.loads(json.dumps(describe_architecture(model)))
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    costs = summary["costs"]
+    assert costs["input_size"] == [64, 128]
+    assert costs["fused"]["params"] < costs["supernet"]["params"]
+    assert 0 < costs["fused"]["gflops"] < costs["supernet"]["gflops"]
+    assert summary["architecture"]["strongest_path"]["levels"] == arch["strongest_path"]["levels"]
+    print_summary(summary, str(smoke_run))
+    out = capsys.readouterr().out
+    assert "strongest path" in out and "dominant kernel per cell" in out and "GFLOPs" in out

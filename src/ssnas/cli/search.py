@@ -67,7 +67,15 @@ def print_summary(summary: dict, out: str) -> None:
     for name, e in summary.get("entropy", {}).items():
         lines.append(f"entropy {name}: {e['start']['normalized']:.3f} -> {e['end']['normalized']:.3f} "
                      f"(normalized, search start -> end)")
-    lines.append(f"summary: {out}/summary.json   checkpoint: {summary['checkpoint']}")
+    from ssnas.space.architecture import format_architecture, format_costs
+    if summary.get("architecture"):
+        text = format_architecture(summary["architecture"])
+        if text:
+            lines.append(text)
+    if summary.get("costs", {}).get("input_size"):
+        lines.append(format_costs(summary["costs"]))
+    lines.append(f"summary: {out}/summary.json   architecture: {out}/architecture.json   "
+                 f"checkpoint: {summary['checkpoint']}")
     if summary.get("plots"):
         lines.append("plots: " + ", ".join(summary["plots"].values()))
     print("\n".join(lines))

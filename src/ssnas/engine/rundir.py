@@ -16,7 +16,7 @@ import yaml
 from ssnas.config import config_hash, dump_config
 from ssnas.errors import UserError
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "tb", "plots", "run.log")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "architecture.json", "checkpoints", "tb", "plots", "run.log")
 
 
 class RunDir:
