@@ -221,3 +221,21 @@ def test_architecture_json_and_costs(smoke_run, capsys):
     print_summary(summary, str(smoke_run))
     out = capsys.readouterr().out
     assert "strongest path" in out and "dominant kernel per cell" in out and "GFLOPs" in out
+
+
+def test_evaluate_accepts_exported_models(smoke_run, demo_root, tmp_path, capsys):
+    """`ssnas evaluate` on the fused .pt and the .safetensors release: the same mIoU (same weights), and that
+    of the supernet up to argmax ties (fused logits differ by float rounding only)."""
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    mious = {}
+    for suffix in (".pt", ".safetensors"):
+        model = tmp_path / f"model{suffix}"
+        assert main(["export", "--checkpoint", str(smoke_run), "--out", str(model), "--input-size", "64x128"]) == 0
+        capsys.readouterr()
+        assert main(["evaluate", "--checkpoint", str(model), "--json", "--config", "smoke",
+                     "--set", f"data.root={demo_root}"]) == 0
+        mious[suffix] = json.loads(capsys.readouterr().out)["miou"]
+    assert mious[".pt"] == mious[".safetensors"]
+    assert mious[".pt"] == pytest.approx(summary["miou"], abs=0.01)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "model.safetensors")]) == 2
+    assert "expected --config" in capsys.readouterr().err

@@ -9,7 +9,8 @@ from ssnas.errors import UserError
 
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="mIoU and per-class IoU of a checkpoint on the validation split")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file (or a run folder: its last.pt)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint file, a run folder (its last.pt), or an exported model (.pt or .safetensors)")
     p.add_argument("--config", help="experiment YAML for the data (default: the checkpoint's own config)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set data.root=/data/cityscapes")
@@ -33,11 +34,14 @@ def config_for_checkpoint(payload: dict, config: str | None, overrides: list):
 def run(args) -> int:
     import torch
 
-    from ssnas.engine.checkpoint import load_model
+    from ssnas.api import load_with_info
     from ssnas.engine.distributed import pick_device
     from ssnas.engine.task import SegmentationTask
 
-    model, payload = load_model(args.checkpoint)
+    model, payload = load_with_info(args.checkpoint)  # a checkpoint, run folder, fused .pt or .safetensors
+    if not payload.get("config") and not args.config:
+        raise UserError(f"{args.checkpoint}: an exported model holds no data config, expected --config (and "
+                        f"--set data.root=...) naming the dataset to evaluate on")
     cfg = config_for_checkpoint(payload, args.config, args.overrides)
     if args.flip:
         cfg.eval.flip = True
@@ -48,8 +52,8 @@ def run(args) -> int:
     device = pick_device(cfg.run.device)
     model = model.to(device)
     task = SegmentationTask(cfg)
-    if task.num_classes() != model.cfg.num_classes:
-        raise UserError(f"{args.checkpoint}: model has {model.cfg.num_classes} classes but the dataset "
+    if task.num_classes() != model.num_classes:
+        raise UserError(f"{args.checkpoint}: model has {model.num_classes} classes but the dataset "
                         f"{cfg.data.root} has {task.num_classes()}, expected the same class table")
     with torch.no_grad():
         result = task.evaluate(model, write_label_ids_dir=args.label_ids, progress=cfg.run.progress)

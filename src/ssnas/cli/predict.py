@@ -12,7 +12,8 @@ OUTPUTS = ("_label.png", "_color.png", "_overlay.png")
 def register(sub) -> None:
     p = sub.add_parser("predict", help="segment images: colour masks, overlays and raw label PNGs")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file (or a run folder)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint file, a run folder, or an exported model (.pt or .safetensors)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--flip", action="store_true", help="average with the mirrored image")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale inference")
@@ -41,15 +42,13 @@ def collect_images(inputs: list[str]) -> list[Path]:
 
 def run(args) -> int:
     import numpy as np
-    import torch
     from PIL import Image
     from tqdm import tqdm
 
     from ssnas.data.classes import ClassTable
     from ssnas.data.dataset import read_image
-    from ssnas.engine.checkpoint import load_model
+    from ssnas.api import load, predict
     from ssnas.engine.distributed import pick_device
-    from ssnas.evaluation.inference import predict_logits
 
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha {args.alpha}: expected an opacity in [0, 1]")
@@ -68,22 +67,13 @@ def run(args) -> int:
         if clash:
             raise UserError(f"{clash[0]}: exists; use --overwrite to replace predictions")
     device = pick_device(args.device)
-    model, payload = load_model(args.checkpoint, map_location=device)
-    model.eval()
-    spec = payload.get("classes") or {}
-    classes = ClassTable.from_spec(spec["names"], spec.get("colors"), spec.get("ignore_index", 255)) \
-        if spec.get("names") else ClassTable.from_spec([f"class{i}" for i in range(model.cfg.num_classes)])
-    data_cfg = (payload.get("config") or {}).get("data", {})
-    mean = torch.tensor(data_cfg.get("mean", (0.485, 0.456, 0.406)), device=device).view(1, 3, 1, 1)
-    std = torch.tensor(data_cfg.get("std", (0.229, 0.224, 0.225)), device=device).view(1, 3, 1, 1)
+    model = load(args.checkpoint, device)  # a checkpoint, run folder, fused .pt or .safetensors
+    spec = model.classes
+    classes = ClassTable.from_spec(spec["names"], spec.get("colors"), spec.get("ignore_index", 255))
     out.mkdir(parents=True, exist_ok=True)
     for path in tqdm(images, desc="predict", disable=len(images) < 2):
         rgb = read_image(path)
-        x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div(255).unsqueeze(0)
-        x = (x.to(device) - mean) / std
-        with torch.no_grad():
-            pred = predict_logits(model, x, tuple(args.scales), args.flip).argmax(1)[0].cpu().numpy()
-        label = pred.astype(np.uint8)
+        label = predict(model, rgb, tuple(args.scales), args.flip).astype(np.uint8)
         color = classes.colorize(label)
         overlay = (rgb * (1 - args.alpha) + color * args.alpha).round().astype(np.uint8)
         Image.fromarray(label).save(out / f"{path.stem}_label.png")

@@ -67,11 +67,18 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
                         f"intact, expected free space and a writable folder") from None
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load safely; a missing, corrupt, foreign or code-carrying file is one clear UserError."""
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A run folder stands for its last checkpoint (``checkpoints/last.pt``)."""
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt" if (path / "last.pt").is_file() else path / "checkpoints" / "last.pt"
+    return path
+
+
+def read_weights_only(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load(weights_only=True)`` of any ssnas torch file (checkpoint or fused model); a missing,
+    corrupt or code-carrying file is one clear UserError. The caller checks the ``format`` header."""
+    path = resolve_checkpoint_path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     if not zipfile.is_zipfile(path):
@@ -85,7 +92,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                         f"(possible code); only weights-only checkpoints are loaded ({first[:120]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise UserError(f"{path}: not a readable checkpoint (corrupted or truncated: {str(exc)[:120]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict):
+        raise UserError(f"{path}: not an ssnas checkpoint (no '{FORMAT}' header)")
+    return payload
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load safely; a missing, corrupt, foreign or code-carrying file is one clear UserError."""
+    path = resolve_checkpoint_path(path)
+    return check_checkpoint(read_weights_only(path, map_location), path)
+
+
+def check_checkpoint(payload: dict, path: str | Path) -> dict:
+    """``payload`` if it is an ssnas checkpoint this version reads, else one clear UserError."""
+    if payload.get("format") != FORMAT:
         raise UserError(f"{path}: not an ssnas checkpoint (no '{FORMAT}' header)")
     if payload.get("version", 0) > VERSION:
         raise UserError(f"{path}: checkpoint version {payload['version']} is newer than this ssnas ({VERSION})")
@@ -94,13 +114,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
     """(SuperNet with the checkpoint's weights and architecture, the checkpoint dict)."""
+    payload = load_checkpoint(path, map_location)
+    return model_from_checkpoint(payload, path).to(map_location), payload
+
+
+def model_from_checkpoint(payload: dict, path: str | Path):
+    """The SuperNet a loaded checkpoint describes, with its weights and architecture."""
     from ssnas.space.variants import create_model
 
-    payload = load_checkpoint(path, map_location)
     space = dict(payload["space"])
     model = create_model(space)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not fit the stored space ({str(exc).splitlines()[0][:160]})") from None
-    return model.to(map_location), payload
+    return model
