@@ -8,7 +8,10 @@ from ssnas.errors import UserError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="mIoU and per-class IoU of a checkpoint on the validation split")
+    p = sub.add_parser("evaluate", help="mIoU and per-class IoU of a checkpoint on the validation split",
+                       description="Whole-image mIoU, per-class IoU and pixel accuracy of a trained model on a "
+                                   "dataset's validation split (optionally flipped and multi-scale). The data "
+                                   "comes from the checkpoint's own config unless --config/--set say otherwise.")
     p.add_argument("--checkpoint", required=True,
                    help="a checkpoint file, a run folder (its last.pt), or an exported model (.pt or .safetensors)")
     p.add_argument("--config", help="experiment YAML for the data (default: the checkpoint's own config)")

@@ -10,7 +10,10 @@ OUTPUTS = ("_label.png", "_color.png", "_overlay.png")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="segment images: colour masks, overlays and raw label PNGs")
+    p = sub.add_parser("predict", help="segment images: colour masks, overlays and raw label PNGs",
+                       description="Segment image files (or folders of them) with a trained model and write, "
+                                   "per image, <name>_label.png (class indices), <name>_color.png and "
+                                   "<name>_overlay.png.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     p.add_argument("--checkpoint", required=True,
                    help="a checkpoint file, a run folder, or an exported model (.pt or .safetensors)")

@@ -13,7 +13,10 @@ MARKER = "<!-- written by `ssnas reproduce`: edits are lost on the next run -->"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("reproduce", help="run every study's miniature and write docs/reproduction.md")
+    p = sub.add_parser("reproduce", help="run every study's miniature and write docs/reproduction.md",
+                       description="Run the miniature of every paper study (configs/studies/*-mini.yaml) and "
+                                   "write the reproduction document from their results; finished sub-runs in "
+                                   "--out are reused.")
     p.add_argument("--out", required=True, help="folder for the studies' results (one sub-folder per study)")
     p.add_argument("--doc", default=DEFAULT_DOC, help=f"the document to write (default {DEFAULT_DOC}); "
                    "its figures go to img/reproduction/ beside it")
