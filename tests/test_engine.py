@@ -239,3 +239,23 @@ def test_evaluate_accepts_exported_models(smoke_run, demo_root, tmp_path, capsys
     assert mious[".pt"] == pytest.approx(summary["miou"], abs=0.01)
     assert main(["evaluate", "--checkpoint", str(tmp_path / "model.safetensors")]) == 2
     assert "expected --config" in capsys.readouterr().err
+
+
+def test_smoke_config_runs_as_shipped(tmp_path, monkeypatch, capsys):
+    """`ssnas search --config smoke` with no --set: its dataset is written on first use (here at the test's
+    small size, to stay fast; the generator itself is tested in test_demo_data.py), then reused."""
+    import ssnas.data.demo as demo
+
+    real, calls = demo.make_demo_dataset, []
+
+    def small(out, seed=0):
+        calls.append(str(out))
+        return real(out, seed=seed, n_train=8, n_val=4, size=(64, 128))
+
+    monkeypatch.setattr(demo, "make_demo_dataset", small)
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--config", "smoke", "--out", "run", "--set", "run.tensorboard=false"]) == 0
+    assert calls == ["data/demo-smoke"] and (tmp_path / "data/demo-smoke/classes.yaml").is_file()
+    assert (tmp_path / "run" / "architecture.json").is_file()
+    assert main(["search", "--config", "smoke", "--out", "run2", "--set", "run.tensorboard=false"]) == 0
+    assert calls == ["data/demo-smoke"]  # made once, then used as it is

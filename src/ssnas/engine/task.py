@@ -33,12 +33,10 @@ class SegmentationTask:
     # ------------------------------------------------------------------ data
     def _prepare_data(self) -> None:
         d = self.cfg.data
-        if d.make_demo and d.root:
-            from pathlib import Path
-
+        from pathlib import Path
+        if d.make_demo and d.root and not Path(d.root).exists():  # a dataset already there is used as it is
             from ssnas.data.demo import make_demo_dataset
-            if not Path(d.root).exists():
-                print(f"[ssnas] writing the embedded demo dataset to {d.root}", flush=True)
+            print(f"[ssnas] writing the embedded demo dataset to {d.root}", flush=True)
             make_demo_dataset(d.root, seed=0)
 
     def dataset(self, role: str):
