@@ -108,8 +108,11 @@ def load_cifar10(root, split: str, augment: Optional[bool] = None, seed: Optiona
 def load_digits(split: str, size: int = DIGITS_SIZE) -> ArrayClassification:
     """scikit-learn's 1,797 handwritten 8×8 digits, upsampled to ``size`` and repeated to 3 channels; a seeded
     stratified 80/20 train/test split. No augmentation (a flipped digit is another symbol)."""
-    from sklearn.datasets import load_digits as sklearn_digits
-    from sklearn.model_selection import train_test_split
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise UserError("darts.dataset: digits needs scikit-learn, expected pip install 'ssnas[demo]'") from None
 
     digits = sklearn_digits()
     index = np.arange(len(digits.target))
