@@ -81,7 +81,7 @@ def test_out_dir_with_a_run_is_refused_and_untouched(smoke_run, demo_root, capsy
 ])
 def test_bad_config_one_line_exit_2(override, match, tmp_path, demo_root, capsys):
     argv = ["search", "--config", "smoke", "--out", str(tmp_path / "run"), "--set", f"data.root={demo_root}",
-            "--set", override]
+            "--set", "data.make_demo=false", "--set", override]  # a missing root must stay missing
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ssnas: error:") and match in err and len(err.splitlines()) == 1

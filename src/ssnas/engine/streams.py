@@ -22,7 +22,9 @@ def stable_seed(*parts) -> int:
 
 
 class SeededSamples(Dataset):
-    """Wraps a dataset so that item ``(index, seed)`` is augmented with that seed."""
+    """Wraps a dataset so that item ``(index, seed)`` is augmented with that seed: the sample carries it as
+    ``"seed"`` (segmentation: augmented on the device, ``data/augment.py``), or a transform with
+    ``set_random_seed`` is seeded with it (DARTS)."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -35,14 +37,18 @@ class SeededSamples(Dataset):
         transform = getattr(self.dataset, "transform", None)
         if hasattr(transform, "set_random_seed"):
             transform.set_random_seed(seed % 2 ** 32)
-        return self.dataset[index]
+            return self.dataset[index]
+        return {**self.dataset[index], "seed": seed}
 
 
 def collate(samples: list) -> dict:
+    """Stack tensors of one shape; tensors of different shapes (training images of a folder dataset, before
+    their crop) stay a list, other values too."""
     out = {}
     for key in samples[0]:
         values = [s[key] for s in samples]
-        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+        same = isinstance(values[0], torch.Tensor) and all(v.shape == values[0].shape for v in values)
+        out[key] = torch.stack(values) if same else values
     return out
 
 

@@ -29,6 +29,7 @@ class SegmentationTask:
         self.cfg = cfg
         self._datasets = {}
         self.classes = None
+        self._augment = None
 
     # ------------------------------------------------------------------ data
     def _prepare_data(self) -> None:
@@ -107,6 +108,14 @@ class SegmentationTask:
         if m.prune_edges > 0:
             model.prune_edges(m.prune_edges)
         return model
+
+    def augment(self, batch: dict, device) -> dict:
+        """A training batch (uint8, with per-sample seeds) augmented on ``device`` (``data/augment.py``)."""
+        if self._augment is None:
+            from ssnas.data.augment import BatchAugment
+            self._augment = BatchAugment(self.cfg.data)
+        image, label = self._augment(batch["image"], batch["label"], batch["seed"], device)
+        return {**batch, "image": image, "label": label}
 
     # ------------------------------------------------------------------ objective and metric
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:

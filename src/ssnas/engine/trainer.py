@@ -106,6 +106,8 @@ class Trainer:
 
     # ================================================================== steps
     def _to_device(self, batch: dict) -> dict:
+        if "seed" in batch and hasattr(self.task, "augment"):  # a training batch: augmented on the device
+            batch = self.task.augment(batch, self.device)
         out = dict(batch)
         for k in ("image", "label"):
             out[k] = batch[k].to(self.device, non_blocking=True)
@@ -408,8 +410,7 @@ class Trainer:
         crop = getattr(getattr(self.cfg, "data", None), "crop_size", None)
         costs = network_costs(self.model, tuple(crop)) if crop and hasattr(self.model, "beta_hat") else \
             {"input_size": None, "supernet": {"params": sum(p.numel() for p in self.model.parameters())}}
-        return {"architecture": summarize_architecture(arch), "costs": costs,
-                "architecture_file": str(self.run_dir.path / "architecture.json")}
+        return {"architecture": summarize_architecture(arch), "costs": costs}
 
     # ================================================================== signals
     def _install_signal_handlers(self) -> None:
