@@ -170,3 +170,29 @@ def test_cpu_workers_only_decode(train):
         assert out["image"].dtype == torch.uint8 and np.array_equal(out["image"].permute(1, 2, 0).numpy(), image)
     else:
         np.testing.assert_allclose((out["image"].permute(1, 2, 0).numpy() * STD + MEAN) * 255, image, atol=1e-3)
+
+
+def test_crop_only_geometry_equals_scaling_the_whole_image():
+    """The index map (only the crop's pixels) equals resize-whole-image → pad → crop → flip with torch's own
+    bilinear and nearest-exact interpolation."""
+    import torch.nn.functional as F
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 256, size=(45, 70, 3), dtype=np.uint8)
+    label = rng.integers(0, 5, size=(45, 70), dtype=np.uint8)
+    c = plain(crop_size=(40, 60), scale_range=(0.4, 1.8), hflip=0.5)
+    aug = BatchAugment(c)
+    timg, tlab = torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(label)
+    for seed in range(30):
+        p = aug.sample_params(seed, 45, 70)
+        x, y = aug._geometry(timg, tlab, p)
+        ref = F.interpolate(timg[None].float() / 255, size=p.size, mode="bilinear", align_corners=False)[0]
+        lab = F.interpolate(tlab[None, None].float(), size=p.size, mode="nearest-exact")[0, 0]
+        top, bottom, left, right = p.pad
+        ref = F.pad(ref, (left, right, top, bottom), value=0.0)
+        lab = F.pad(lab, (left, right, top, bottom), value=float(IGNORE))
+        (y0, x0), (ch, cw) = p.crop, c.crop_size
+        ref, lab = ref[:, y0:y0 + ch, x0:x0 + cw], lab[y0:y0 + ch, x0:x0 + cw]
+        if p.flip:
+            ref, lab = ref.flip(-1), lab.flip(-1)
+        assert torch.allclose(x, ref, atol=1e-5), seed
+        assert torch.equal(y, lab.long()), seed

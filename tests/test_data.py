@@ -4,13 +4,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers_data import (FOLDER_COLORS, IGNORE, block_label, cityscapes_palette, make_cityscapes_tree,
-                          make_folder_tree, save_png)
+from helpers_data import FOLDER_COLORS, cityscapes_palette, make_cityscapes_tree, make_folder_tree, save_png
 from PIL import Image
 
 from ssnas.cli import main
 from ssnas.config import DataConfig
-from ssnas.data import ClassTable, SegmentationDataset, build_dataset, build_transforms
+from ssnas.data import ClassTable, SegmentationDataset, build_dataset
 from ssnas.data.check import check_dataset
 from ssnas.data.cityscapes import to_label_ids, to_train_ids
 from ssnas.errors import UserError

@@ -1,5 +1,6 @@
-"""What a minimal `pip install ssnas` (no extras) gives: training, loading and prediction import and run
-without the `demo` extra; writing the demo dataset without it is one clear line naming the extra."""
+"""What a minimal `pip install ssnas` (no extras) gives: training, augmentation, loading and prediction import
+and run without the `demo` extra (and without albumentations/OpenCV); writing the demo dataset without the
+extra is one clear line naming it."""
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,11 @@ from ssnas.errors import UserError
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 EXTRAS_ONLY = ("skimage", "sklearn")   # the `demo` extra's packages (pyproject.toml)
+GONE = ("albumentations", "cv2")        # no longer dependencies at all (augmentation runs in torch/kornia)
 
 PROGRAM = f"""
 import sys
-for name in {EXTRAS_ONLY!r}:
+for name in {EXTRAS_ONLY + GONE!r}:
     sys.modules[name] = None          # importing it now raises ImportError, as if not installed
 import torch, ssnas
 from ssnas.engine.trainer import Trainer
@@ -22,6 +24,12 @@ from ssnas.data import build_dataset
 from ssnas.data.transforms import build_transforms
 from ssnas.cli import build_parser
 build_parser()
+from ssnas.data.augment import BatchAugment
+from ssnas.config import DataConfig
+from ssnas.darts.data import DartsAugment
+x, y = BatchAugment(DataConfig(crop_size=(16, 16)))([torch.zeros(3, 20, 20, dtype=torch.uint8)],
+                                                    [torch.zeros(20, 20, dtype=torch.uint8)], [0], "cpu")
+assert x.shape == (1, 3, 16, 16)
 model = ssnas.create_model("tiny", num_classes=3).eval()
 import numpy as np
 label = ssnas.predict(model, np.zeros((32, 64, 3), np.uint8))

@@ -8,10 +8,7 @@ The layout follows the paper ("The devil is in discretization discrepancy", Subb
 The Python API (``ssnas.api``) is imported on first use, so that ``import ssnas`` (and the CLI's start)
 stays light: ``ssnas.create_model``, ``ssnas.list_variants``, ``ssnas.load``, ``ssnas.predict``.
 """
-import os
 from typing import TYPE_CHECKING
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations would phone home on import
 
 __version__ = "0.1.0"
 

@@ -6,8 +6,9 @@ contrast, saturation, hue, in that order) → Gaussian noise → normalisation.
 
 - Labels are resized with nearest-neighbour sampling, never interpolated: every output label value is an
   input label value or the ignore index (padding).
-- Geometry is per sample (images may differ in size; each gets its own scale and crop); the photometric
-  steps run once over the stacked batch, with one factor per sample.
+- Geometry is per sample (images may differ in size; each gets its own scale and crop) and computes only
+  the crop's pixels (scale, pad, crop and flip are one index map); the photometric steps run once over the
+  stacked batch, with one factor per sample.
 - Randomness: every sample carries a seed (``engine/streams.py``: from the stream's seed, pass and
   position). All of a sample's parameters are drawn from a CPU generator seeded with it, and its noise
   from a device generator seeded from that one. So a batch is a function of (seed, stream position): a
@@ -20,7 +21,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 HUE_FRACTION = 0.25                 # hue jitter = strength * this (0.4 -> 0.1, torchvision's usual pairing)
@@ -84,18 +84,42 @@ class BatchAugment:
         return SampleParams(scale, (h, w), pad, (y0, x0), flip, b, c, sat, hue, noise, sigma, noise_seed)
 
     # ------------------------------------------------------------------ geometry (per sample)
+    @staticmethod
+    def _axis(n_src: int, n_scaled: int, start: int, length: int, device) -> tuple:
+        """Source indices and weights of the crop's pixels along one axis of the scaled, padded image.
+
+        ``start`` is the crop's first pixel in scaled-image coordinates (negative inside the padding).
+        Bilinear as ``F.interpolate(..., align_corners=False)``: src = (d + 0.5)·n_src/n_scaled − 0.5, clamped;
+        nearest as its "nearest-exact" mode: floor((d + 0.5)·n_src/n_scaled). Only the crop is computed, so
+        the cost does not grow with the scale (a 2× scaled 1024×2048 frame is never built)."""
+        d = torch.arange(start, start + length, dtype=torch.float64, device=device)
+        inside = (d >= 0) & (d < n_scaled)
+        ratio = n_src / n_scaled
+        src = ((d + 0.5) * ratio - 0.5).clamp(min=0)
+        lo = src.floor().long().clamp(max=n_src - 1)
+        hi = (lo + 1).clamp(max=n_src - 1)
+        weight = (src - lo).to(torch.float32)
+        nearest = ((d + 0.5) * ratio).floor().long().clamp(0, n_src - 1)
+        return lo, hi, weight, nearest, inside
+
     def _geometry(self, image: Tensor, label: Tensor, p: SampleParams) -> tuple[Tensor, Tensor]:
-        """image 3×H×W float 0..1, label H×W (any int dtype) → crops 3×h×w, h×w."""
-        x = F.interpolate(image[None], size=p.size, mode="bilinear", align_corners=False)[0]
-        y = F.interpolate(label[None, None].float(), size=p.size, mode="nearest-exact")[0, 0]  # never blended; pixel centres as bilinear
-        top, bottom, left, right = p.pad
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom), value=0.0)
-            y = F.pad(y, (left, right, top, bottom), value=float(self.ignore_index))
+        """image 3×H×W uint8, label H×W (any int dtype) → crops 3×h×w float 0..1 and h×w labels: scaled
+        (image bilinear, label nearest: never blended), padded (image 0, label ignore), cropped, flipped."""
+        (height, width), (h, w) = image.shape[-2:], p.size
+        top, _, left, _ = p.pad
         (y0, x0), (ch, cw) = p.crop, self.crop
-        x, y = x[:, y0:y0 + ch, x0:x0 + cw], y[y0:y0 + ch, x0:x0 + cw]
+        ylo, yhi, wy, yn, yin = self._axis(height, h, y0 - top, ch, image.device)
+        xlo, xhi, wx, xn, xin = self._axis(width, w, x0 - left, cw, image.device)
         if p.flip:
-            x, y = x.flip(-1), y.flip(-1)
+            xlo, xhi, wx, xn, xin = (t.flip(0) for t in (xlo, xhi, wx, xn, xin))
+        rows = image.index_select(1, ylo).float()
+        rows = rows + (image.index_select(1, yhi).float() - rows) * wy.view(1, -1, 1)
+        x = rows.index_select(2, xlo)
+        x = (x + (rows.index_select(2, xhi) - x) * wx.view(1, 1, -1)) / 255
+        inside = yin.view(-1, 1) & xin.view(1, -1)
+        x = x * inside
+        y = label.index_select(0, yn).index_select(1, xn).long()
+        y = y.masked_fill(~inside, self.ignore_index)
         return x, y
 
     # ------------------------------------------------------------------ photometry (batch-wise)
@@ -131,10 +155,9 @@ class BatchAugment:
         crops, targets, params = [], [], []
         for image, label, seed in zip(images, labels, seeds):
             p = self.sample_params(int(seed), image.shape[-2], image.shape[-1])
-            x = image.to(device, non_blocking=True).float().div_(255)
-            x, y = self._geometry(x, label.to(device, non_blocking=True), p)
+            x, y = self._geometry(image.to(device, non_blocking=True), label.to(device, non_blocking=True), p)
             crops.append(x)
             targets.append(y)
             params.append(p)
         x = self._photometric(torch.stack(crops), params)
-        return x, torch.stack(targets).long()
+        return x, torch.stack(targets)

@@ -22,9 +22,8 @@ def stable_seed(*parts) -> int:
 
 
 class SeededSamples(Dataset):
-    """Wraps a dataset so that item ``(index, seed)`` is augmented with that seed: the sample carries it as
-    ``"seed"`` (segmentation: augmented on the device, ``data/augment.py``), or a transform with
-    ``set_random_seed`` is seeded with it (DARTS)."""
+    """Wraps a dataset so that item ``(index, seed)`` carries that seed as ``"seed"``: the task augments
+    it on the training device with it (``data/augment.py``, ``darts/data.py``)."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -34,10 +33,6 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, item):
         index, seed = item
-        transform = getattr(self.dataset, "transform", None)
-        if hasattr(transform, "set_random_seed"):
-            transform.set_random_seed(seed % 2 ** 32)
-            return self.dataset[index]
         return {**self.dataset[index], "seed": seed}
 
 
