@@ -173,8 +173,8 @@ def test_cpu_workers_only_decode(train):
 
 
 def test_crop_only_geometry_equals_scaling_the_whole_image():
-    """The index map (only the crop's pixels) equals resize-whole-image → pad → crop → flip with torch's own
-    bilinear and nearest-exact interpolation."""
+    """The sampling grid (only the crop's pixels) equals resize-whole-image → pad → crop → flip with torch's
+    own bilinear and nearest-exact interpolation: labels exactly, images up to float rounding."""
     import torch.nn.functional as F
     rng = np.random.default_rng(6)
     image = rng.integers(0, 256, size=(45, 70, 3), dtype=np.uint8)
@@ -194,5 +194,5 @@ def test_crop_only_geometry_equals_scaling_the_whole_image():
         ref, lab = ref[:, y0:y0 + ch, x0:x0 + cw], lab[y0:y0 + ch, x0:x0 + cw]
         if p.flip:
             ref, lab = ref.flip(-1), lab.flip(-1)
-        assert torch.allclose(x, ref, atol=1e-5), seed
+        assert torch.allclose(x, ref, atol=1e-4), seed   # float32 grid coordinates (measured max 8e-6)
         assert torch.equal(y, lab.long()), seed

@@ -2,7 +2,8 @@
 
 CPU workers only decode and collate (``transforms.py``); this runs where the model runs:
 random scale → pad (image 0, label ignore) → random crop → horizontal flip → colour jitter (brightness,
-contrast, saturation, hue, in that order) → Gaussian noise → normalisation.
+contrast, saturation, hue, in that order; contrast and saturation blend with the mean / the grey image as
+torchvision and albumentations do, hue rotates in HSV) → Gaussian noise → normalisation.
 
 - Labels are resized with nearest-neighbour sampling, never interpolated: every output label value is an
   input label value or the ignore index (padding).
@@ -21,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 HUE_FRACTION = 0.25                 # hue jitter = strength * this (0.4 -> 0.1, torchvision's usual pairing)
@@ -86,45 +88,43 @@ class BatchAugment:
     # ------------------------------------------------------------------ geometry (per sample)
     @staticmethod
     def _axis(n_src: int, n_scaled: int, start: int, length: int, device) -> tuple:
-        """Source indices and weights of the crop's pixels along one axis of the scaled, padded image.
+        """Where the crop's pixels along one axis of the scaled, padded image come from in the source.
 
         ``start`` is the crop's first pixel in scaled-image coordinates (negative inside the padding).
-        Bilinear as ``F.interpolate(..., align_corners=False)``: src = (d + 0.5)·n_src/n_scaled − 0.5, clamped;
-        nearest as its "nearest-exact" mode: floor((d + 0.5)·n_src/n_scaled). Only the crop is computed, so
-        the cost does not grow with the scale (a 2× scaled 1024×2048 frame is never built)."""
+        Returns the bilinear source coordinate as ``grid_sample``'s normalized one (pixel centres, as
+        ``F.interpolate(..., align_corners=False)``: src = (d + 0.5)·n_src/n_scaled − 0.5; "border" padding
+        is its clamp), the nearest source index ("nearest-exact": floor((d + 0.5)·n_src/n_scaled)), and which
+        pixels lie inside the scaled image (the rest is padding). Only the crop is computed, so the cost does
+        not grow with the scale (a 2× scaled 1024×2048 frame is never built)."""
         d = torch.arange(start, start + length, dtype=torch.float64, device=device)
-        inside = (d >= 0) & (d < n_scaled)
         ratio = n_src / n_scaled
-        src = ((d + 0.5) * ratio - 0.5).clamp(min=0)
-        lo = src.floor().long().clamp(max=n_src - 1)
-        hi = (lo + 1).clamp(max=n_src - 1)
-        weight = (src - lo).to(torch.float32)
+        normalized = ((d + 0.5) * ratio / n_src * 2 - 1).to(torch.float32)
         nearest = ((d + 0.5) * ratio).floor().long().clamp(0, n_src - 1)
-        return lo, hi, weight, nearest, inside
+        return normalized, nearest, (d >= 0) & (d < n_scaled)
 
     def _geometry(self, image: Tensor, label: Tensor, p: SampleParams) -> tuple[Tensor, Tensor]:
         """image 3×H×W uint8, label H×W (any int dtype) → crops 3×h×w float 0..1 and h×w labels: scaled
-        (image bilinear, label nearest: never blended), padded (image 0, label ignore), cropped, flipped."""
+        (image bilinear, label nearest: never blended), padded (image 0, label ignore), cropped, flipped —
+        one sampling grid."""
         (height, width), (h, w) = image.shape[-2:], p.size
         top, _, left, _ = p.pad
         (y0, x0), (ch, cw) = p.crop, self.crop
-        ylo, yhi, wy, yn, yin = self._axis(height, h, y0 - top, ch, image.device)
-        xlo, xhi, wx, xn, xin = self._axis(width, w, x0 - left, cw, image.device)
+        gy, yn, yin = self._axis(height, h, y0 - top, ch, image.device)
+        gx, xn, xin = self._axis(width, w, x0 - left, cw, image.device)
         if p.flip:
-            xlo, xhi, wx, xn, xin = (t.flip(0) for t in (xlo, xhi, wx, xn, xin))
-        rows = image.index_select(1, ylo).float()
-        rows = rows + (image.index_select(1, yhi).float() - rows) * wy.view(1, -1, 1)
-        x = rows.index_select(2, xlo)
-        x = (x + (rows.index_select(2, xhi) - x) * wx.view(1, 1, -1)) / 255
+            gx, xn, xin = gx.flip(0), xn.flip(0), xin.flip(0)
+        grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1)[None]
+        x = F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
         inside = yin.view(-1, 1) & xin.view(1, -1)
-        x = x * inside
+        x = x * (inside / 255)
         y = label.index_select(0, yn).index_select(1, xn).long()
         y = y.masked_fill(~inside, self.ignore_index)
         return x, y
 
     # ------------------------------------------------------------------ photometry (batch-wise)
     def _photometric(self, x: Tensor, params: list[SampleParams]) -> Tensor:
-        from kornia.enhance import adjust_contrast_with_mean_subtraction, adjust_hue, adjust_saturation
+        from kornia.enhance import (adjust_contrast_with_mean_subtraction, adjust_hue,
+                                    adjust_saturation_with_gray_subtraction)
 
         def factor(name: str) -> Tensor:
             return torch.tensor([getattr(p, name) for p in params], device=x.device, dtype=x.dtype)
@@ -132,7 +132,7 @@ class BatchAugment:
         if self.jitter > 0:
             x = (x * factor("brightness").view(-1, 1, 1, 1)).clamp_(0, 1)
             x = adjust_contrast_with_mean_subtraction(x, factor("contrast")).clamp_(0, 1)
-            x = adjust_saturation(x, factor("saturation")).clamp_(0, 1)
+            x = adjust_saturation_with_gray_subtraction(x, factor("saturation")).clamp_(0, 1)
             x = adjust_hue(x, factor("hue") * 2 * math.pi).clamp_(0, 1)
         noisy = [i for i, p in enumerate(params) if p.noise]
         if noisy:
