@@ -5,7 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"   # PYTHON=python3 where torch is installed system-wide
 export PYTHONPATH="src:${PYTHONPATH:-}"
-export NO_ALBUMENTATIONS_UPDATE=1
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     echo "bench/gpu.sh: no CUDA device available (torch.cuda.is_available() is False); run it on a GPU machine" >&2
     exit 1

@@ -9,7 +9,6 @@ venv="$root/.venv"
 extras="${1:-dev}"
 stamp="$venv/.ssnas-installed-$extras"
 want="$(cat "$root/pyproject.toml" | sha256sum | cut -c1-16)"
-export NO_ALBUMENTATIONS_UPDATE=1
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi

@@ -4,5 +4,4 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup_env.sh" dev
 cd "$root"
-export NO_ALBUMENTATIONS_UPDATE=1
 exec "$root/.venv/bin/python" -m pytest "$@"

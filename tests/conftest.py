@@ -1,12 +1,10 @@
 """Shared fixtures: tiny generated datasets (see ``helpers_data.py`` for the builders and their options)."""
-import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # tests import helpers_data directly
 
 from helpers_data import make_cityscapes_tree, make_folder_tree  # noqa: E402

@@ -77,7 +77,7 @@ def row_missing_config(tmp, demo):
 
 
 def row_missing_root(tmp, demo):
-    return search(tmp / "out", tmp / "nowhere"), [str(tmp / "nowhere")], []
+    return search(tmp / "out", tmp / "nowhere", "data.make_demo=false"), [str(tmp / "nowhere")], []
 
 
 def row_empty_split(tmp, demo):

@@ -215,7 +215,7 @@ def _write_fake_cifar(root, per_batch=2):
 
 def test_cifar10_loader_reads_pickle_layout(tmp_path):
     _write_fake_cifar(tmp_path)
-    train = build_darts_dataset("cifar10", tmp_path, "train", seed=0)
+    train = build_darts_dataset("cifar10", tmp_path, "train")
     test = build_darts_dataset("cifar10", tmp_path, "test")
     assert len(train) == 10 and len(test) == 2 and train.classes[3] == "class3"
     sample = test[1]
@@ -225,11 +225,32 @@ def test_cifar10_loader_reads_pickle_layout(tmp_path):
         raw = pickle.load(f)[b"data"][1].reshape(3, 32, 32).astype(np.float32) / 255
     mean, std = np.array(CIFAR_MEAN)[:, None, None], np.array(CIFAR_STD)[:, None, None]
     np.testing.assert_allclose(sample["image"].numpy(), (raw - mean) / std, rtol=1e-5, atol=1e-5)
-    # augmentation: seeded, shape-preserving, and actually changes the image
-    again = build_darts_dataset("cifar10", tmp_path, "train", seed=0)
-    views = [train[0]["image"] for _ in range(4)]
-    assert all(torch.equal(a, b) for a, b in zip(views, [again[0]["image"] for _ in range(4)]))
-    assert all(v.shape == (3, 32, 32) for v in views) and not all(torch.equal(views[0], v) for v in views[1:])
+
+
+def test_darts_augmentation_on_the_device(tmp_path):
+    """Training items stay uint8 (the CPU only decodes); DartsAugment pads 4, crops 32 at a seeded offset
+    uniform over 0..8, flips half of the time, normalises; the same seeds give the same batch."""
+    import torch.nn.functional as F
+
+    from ssnas.darts.data import CROP_PADDING, DartsAugment
+    _write_fake_cifar(tmp_path)
+    train = build_darts_dataset("cifar10", tmp_path, "train")
+    raw = train[0]["image"]
+    assert raw.dtype == torch.uint8 and raw.shape == (3, 32, 32)
+    aug = DartsAugment(train)
+    seeds = list(range(16))
+    out = aug(torch.stack([raw] * 16), seeds, "cpu")
+    assert torch.equal(out, aug(torch.stack([raw] * 16), seeds, "cpu")) and out.dtype == torch.float32
+    padded = F.pad(raw, (CROP_PADDING,) * 4)
+    for k, seed in enumerate(seeds):
+        y0, x0, flip = aug.sample_params(seed)
+        crop = padded[:, y0:y0 + 32, x0:x0 + 32]
+        assert torch.equal(out[k], train.normalize(crop.flip(-1) if flip else crop))
+    params = [aug.sample_params(s) for s in range(1000)]
+    offsets = np.array([(y, x) for y, x, _ in params])
+    assert offsets.min() == 0 and offsets.max() == 2 * CROP_PADDING
+    assert np.abs(np.bincount(offsets[:, 0], minlength=9) / 1000 - 1 / 9).max() < 0.04
+    assert abs(np.mean([f for _, _, f in params]) - 0.5) < 0.05
 
 
 def test_cifar10_missing_batch_is_a_user_error(tmp_path):

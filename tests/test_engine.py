@@ -82,7 +82,7 @@ def test_out_dir_with_a_run_is_refused_and_untouched(smoke_run, demo_root, capsy
 ])
 def test_bad_config_one_line_exit_2(override, match, tmp_path, demo_root, capsys):
     argv = ["search", "--config", "smoke", "--out", str(tmp_path / "run"), "--set", f"data.root={demo_root}",
-            "--set", override]
+            "--set", "data.make_demo=false", "--set", override]  # a missing root must stay missing
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ssnas: error:") and match in err and len(err.splitlines()) == 1
@@ -218,3 +218,61 @@ def test_predict_writes_masks_overlays_and_labels(smoke_run, demo_root, tmp_path
     assert (out / f"{names[0]}_label.png").read_bytes() == before
     assert main(["predict", str(tmp_path / "missing.png"), "--checkpoint", str(smoke_run), "--out",
                  str(out)]) == 2
+
+
+def test_architecture_json_and_costs(smoke_run, capsys):
+    """architecture.json matches the last checkpoint; summary.json and the printout give the costs."""
+    from ssnas.cli.search import print_summary
+    from ssnas.engine.checkpoint import load_model
+    from ssnas.space.architecture import describe_architecture
+
+    arch = json.loads((smoke_run / "architecture.json").read_text())
+    model, _ = load_model(smoke_run / "checkpoints" / "last.pt")
+    assert arch == json.loads(json.dumps(describe_architecture(model)))
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    costs = summary["costs"]
+    assert costs["input_size"] == [64, 128]
+    assert costs["fused"]["params"] < costs["supernet"]["params"]
+    assert 0 < costs["fused"]["gflops"] < costs["supernet"]["gflops"]
+    assert summary["architecture"]["strongest_path"]["levels"] == arch["strongest_path"]["levels"]
+    print_summary(summary, str(smoke_run))
+    out = capsys.readouterr().out
+    assert "strongest path" in out and "dominant kernel per cell" in out and "GFLOPs" in out
+
+
+def test_evaluate_accepts_exported_models(smoke_run, demo_root, tmp_path, capsys):
+    """`ssnas evaluate` on the fused .pt and the .safetensors release: the same mIoU (same weights), and that
+    of the supernet up to argmax ties (fused logits differ by float rounding only)."""
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    mious = {}
+    for suffix in (".pt", ".safetensors"):
+        model = tmp_path / f"model{suffix}"
+        assert main(["export", "--checkpoint", str(smoke_run), "--out", str(model), "--input-size", "64x128"]) == 0
+        capsys.readouterr()
+        assert main(["evaluate", "--checkpoint", str(model), "--json", "--config", "smoke",
+                     "--set", f"data.root={demo_root}"]) == 0
+        mious[suffix] = json.loads(capsys.readouterr().out)["miou"]
+    assert mious[".pt"] == mious[".safetensors"]
+    assert mious[".pt"] == pytest.approx(summary["miou"], abs=0.01)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "model.safetensors")]) == 2
+    assert "expected --config" in capsys.readouterr().err
+
+
+def test_smoke_config_runs_as_shipped(tmp_path, monkeypatch, capsys):
+    """`ssnas search --config smoke` with no --set: its dataset is written on first use (here at the test's
+    small size, to stay fast; the generator itself is tested in test_demo_data.py), then reused."""
+    import ssnas.data.demo as demo
+
+    real, calls = demo.make_demo_dataset, []
+
+    def small(out, seed=0):
+        calls.append(str(out))
+        return real(out, seed=seed, n_train=8, n_val=4, size=(64, 128))
+
+    monkeypatch.setattr(demo, "make_demo_dataset", small)
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--config", "smoke", "--out", "run", "--set", "run.tensorboard=false"]) == 0
+    assert calls == ["data/demo-smoke"] and (tmp_path / "data/demo-smoke/classes.yaml").is_file()
+    assert (tmp_path / "run" / "architecture.json").is_file()
+    assert main(["search", "--config", "smoke", "--out", "run2", "--set", "run.tensorboard=false"]) == 0
+    assert calls == ["data/demo-smoke"]  # made once, then used as it is

@@ -214,7 +214,7 @@ def _wait_for(path: Path, proc: subprocess.Popen) -> None:
 
 def test_sigterm_checkpoints_mid_epoch_exits_143_and_resumes_exactly(demo_root, reference, tmp_path):
     out = tmp_path / "run"
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    env = dict(os.environ)
     proc = subprocess.Popen([sys.executable, "-m", "ssnas", *search_argv(demo_root, out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the helpers of test_resume.py
 
 import test_resume as R  # noqa: E402

@@ -14,7 +14,7 @@ from ssnas.errors import UserError, one_line
 
 # Module names under ssnas.cli, in the order `ssnas --help` lists them.
 COMMANDS = [
-    "profile", "data", "search", "evaluate", "predict", "export", "study", "reproduce",
+    "profile", "data", "config", "search", "evaluate", "predict", "export", "study", "reproduce",
 ]
 
 

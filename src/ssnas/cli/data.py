@@ -8,10 +8,15 @@ NAME = "data"
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(NAME, help="check a dataset, or write the small demo dataset")
+    p = subparsers.add_parser(NAME, help="check a dataset, or write the small demo dataset",
+                              description="Datasets: 'check' lists every problem of a dataset (missing pairs, "
+                                          "sizes, label values outside the class table) with statistics; 'demo' "
+                                          "writes the small generated demo dataset (folder format).")
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
-    check = sub.add_parser("check", help="list every problem of a dataset (exit 2 if any), with statistics")
+    check = sub.add_parser("check", help="list every problem of a dataset (exit 2 if any), with statistics",
+                           description="Read every image and label of a dataset (folder format or Cityscapes) "
+                                       "and list each problem on its own line; exit status 2 if there is any.")
     check.add_argument("path", help="dataset root (folder format or Cityscapes layout)")
     check.add_argument("--format", choices=("folder", "cityscapes"), default=None,
                        help="dataset format (default: detected from the layout)")
@@ -19,7 +24,9 @@ def register(subparsers) -> None:
     check.add_argument("--progress", action="store_true", help="show a progress bar while decoding files")
     check.set_defaults(func=run_check)
 
-    demo = sub.add_parser("demo", help="write the small generated demo dataset (folder format)")
+    demo = sub.add_parser("demo", help="write the small generated demo dataset (folder format)",
+                          description="Write the embedded, exactly labelled demo dataset (street-like scenes) in "
+                                      "the folder format: images/, labels/, classes.yaml.")
     demo.add_argument("--out", required=True, help="new or empty folder to write it to (an identical demo "
                       "dataset already there is reused)")
     demo.add_argument("--seed", type=int, default=None, help="random seed of the generated scenes "

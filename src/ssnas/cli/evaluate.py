@@ -8,8 +8,12 @@ from ssnas.errors import UserError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="mIoU and per-class IoU of a checkpoint on the validation split")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file (or a run folder: its last.pt)")
+    p = sub.add_parser("evaluate", help="mIoU and per-class IoU of a checkpoint on the validation split",
+                       description="Whole-image mIoU, per-class IoU and pixel accuracy of a trained model on a "
+                                   "dataset's validation split (optionally flipped and multi-scale). The data "
+                                   "comes from the checkpoint's own config unless --config/--set say otherwise.")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint file, a run folder (its last.pt), or an exported model (.pt or .safetensors)")
     p.add_argument("--config", help="experiment YAML for the data (default: the checkpoint's own config)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set data.root=/data/cityscapes")
@@ -34,10 +38,10 @@ def config_for_checkpoint(payload: dict, config: str | None, overrides: list, ex
 
 def check_outputs(args) -> None:
     """Every output path, before any work: never the checkpoint or config, never an unasked overwrite."""
-    from ssnas.engine.checkpoint import checkpoint_file
+    from ssnas.engine.checkpoint import resolve_checkpoint_path
     from ssnas.outputs import check_output_file, check_output_folder
 
-    inputs = (checkpoint_file(args.checkpoint), args.config)
+    inputs = (resolve_checkpoint_path(args.checkpoint), args.config)
     if args.out:
         check_output_file(args.out, "--out", args.overwrite, inputs)
     if args.label_ids:
@@ -50,25 +54,28 @@ def check_outputs(args) -> None:
 def run(args) -> int:
     import torch
 
-    from ssnas.engine.checkpoint import load_model
+    from ssnas.api import load_with_info
     from ssnas.engine.distributed import pick_device
     from ssnas.engine.task import SegmentationTask
     from ssnas.evaluation.inference import CITYSCAPES_CLASSES
 
     check_outputs(args)
-    model, payload = load_model(args.checkpoint)
+    model, payload = load_with_info(args.checkpoint)  # a checkpoint, run folder, fused .pt or .safetensors
+    if not payload.get("config") and not args.config:
+        raise UserError(f"{args.checkpoint}: an exported model holds no data config, expected --config (and "
+                        f"--set data.root=...) naming the dataset to evaluate on")
     options = {"flip": True} if args.flip else {}
     if args.scales:
         options["scales"] = list(args.scales)  # NaN, inf, <= 0: refused by the config schema
     cfg = config_for_checkpoint(payload, args.config, args.overrides, {"eval": options})
-    if args.label_ids and model.cfg.num_classes != CITYSCAPES_CLASSES:
-        raise UserError(f"--label-ids: the model has {model.cfg.num_classes} classes, expected Cityscapes' "
+    if args.label_ids and model.num_classes != CITYSCAPES_CLASSES:
+        raise UserError(f"--label-ids: the model has {model.num_classes} classes, expected Cityscapes' "
                         f"{CITYSCAPES_CLASSES} (labelId PNGs are the Cityscapes evaluator's format)")
     device = pick_device(cfg.run.device)
     model = model.to(device)
     task = SegmentationTask(cfg)
-    if task.num_classes() != model.cfg.num_classes:
-        raise UserError(f"{args.checkpoint}: model has {model.cfg.num_classes} classes but the dataset "
+    if task.num_classes() != model.num_classes:
+        raise UserError(f"{args.checkpoint}: model has {model.num_classes} classes but the dataset "
                         f"{cfg.data.root} has {task.num_classes()}, expected the same class table")
     with torch.no_grad():
         result = task.evaluate(model, write_label_ids_dir=args.label_ids, progress=cfg.run.progress,

@@ -6,18 +6,22 @@ import torch
 from ssnas.cli.profile import parse_size
 from ssnas.errors import UserError
 
-FORMATS = ("torch", "onnx")
+FORMATS = ("torch", "safetensors", "onnx")
 DEFAULT_INPUT_SIZE = "512x1024"   # traced / checked input (any size runs afterwards)
 CHECK_TOLERANCE = 1e-4            # max |ONNX Runtime − torch| accepted for the written file
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="fold a trained supernet (alpha, beta, BN) into a deployable torch/ONNX file")
+    p = sub.add_parser("export", help="fold a trained supernet (alpha, beta, BN) into a deployable torch/ONNX file",
+                       description="Fold a trained supernet into a plain network (alpha-hat, beta-hat and BatchNorm "
+                                   "folded into the convolutions; same eval-mode logits) and write it as a "
+                                   "weights-only torch file, a safetensors release (weights + JSON spec of the "
+                                   "architecture, classes and preprocessing; loading never unpickles) or ONNX.")
     p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder (its last.pt)")
-    p.add_argument("--out", required=True, help="output file (.pt for torch, .onnx for onnx)")
+    p.add_argument("--out", required=True, help="output file (.pt for torch, .safetensors, .onnx for onnx)")
     p.add_argument("--format", choices=FORMATS, default=None,
-                   help="torch (weights-only file, load with ssnas.export.load_fused) or onnx; "
-                        "default: from the --out suffix")
+                   help="torch (weights-only file), safetensors (no pickle; load either with ssnas.load) "
+                        "or onnx; default: from the --out suffix")
     p.add_argument("--input-size", default=DEFAULT_INPUT_SIZE,
                    help=f"HxW of the input used to trace and check (default {DEFAULT_INPUT_SIZE})")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
@@ -31,11 +35,11 @@ def run(args) -> int:
     from ssnas.engine.checkpoint import load_model
     from ssnas.export import fuse_supernet, save_fused
 
-    from ssnas.engine.checkpoint import checkpoint_file
+    from ssnas.engine.checkpoint import resolve_checkpoint_path
     from ssnas.outputs import check_output_file
 
-    out = check_output_file(args.out, "--out", args.overwrite, (checkpoint_file(args.checkpoint),))
-    fmt = args.format or ("onnx" if out.suffix.lower() == ".onnx" else "torch")
+    out = check_output_file(args.out, "--out", args.overwrite, (resolve_checkpoint_path(args.checkpoint),))
+    fmt = args.format or {".onnx": "onnx", ".safetensors": "safetensors"}.get(out.suffix.lower(), "torch")
     size = parse_size(args.input_size)
     model, payload = load_model(args.checkpoint)
     model.eval()
@@ -48,9 +52,17 @@ def run(args) -> int:
     print(f"fused: {_count(model)} -> {_count(fused)} parameters, {model.num_edges()} -> "
           f"{sum(len(c['edges']) for row in fused.spec['cells'] for c in row if c)} edges; "
           f"max |fused - supernet| = {diff:.2e}")
-    if fmt == "torch":
-        save_fused(fused, out, payload.get("classes"))
-        print(f"wrote {out} (load: ssnas.export.load_fused({str(out)!r}))")
+    if fmt in ("torch", "safetensors"):
+        from ssnas.api import preprocessing_from_config
+        preprocessing = preprocessing_from_config(payload.get("config"))
+        if fmt == "torch":
+            save_fused(fused, out, payload.get("classes"), preprocessing)
+        else:
+            from ssnas.export.safetensors_io import save_safetensors
+            from ssnas.space.architecture import describe_architecture, summarize_architecture
+            save_safetensors(fused, out, payload.get("classes"), preprocessing,
+                             summarize_architecture(describe_architecture(model)))
+        print(f"wrote {out} (load: ssnas.load({str(out)!r}))")
         return 0
     from ssnas.export.onnx import check_onnx, export_onnx
 

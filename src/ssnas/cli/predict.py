@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ssnas.config import DataConfig, check_value
+from ssnas.config import check_value
 from ssnas.errors import UserError
 from ssnas.outputs import MARKER, check_name_length, check_output_folder, has_marker, same_file, write_marker
 
@@ -14,9 +14,13 @@ OVERLAY_ROWS = 512               # the overlay is blended in bands of rows (a fl
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="segment images: colour masks, overlays and raw label PNGs")
+    p = sub.add_parser("predict", help="segment images: colour masks, overlays and raw label PNGs",
+                       description="Segment image files (or folders of them) with a trained model and write, "
+                                   "per image, <name>_label.png (class indices), <name>_color.png and "
+                                   "<name>_overlay.png.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file (or a run folder)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint file, a run folder, or an exported model (.pt or .safetensors)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--flip", action="store_true", help="average with the mirrored image")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale inference")
@@ -84,7 +88,7 @@ def run(args) -> int:
 
     from ssnas.data.classes import ClassTable
     from ssnas.data.dataset import read_image
-    from ssnas.engine.checkpoint import load_model
+    from ssnas.api import load
     from ssnas.engine.distributed import pick_device
     from ssnas.evaluation.inference import TILE, TILE_OVERLAP, predict_tiled
 
@@ -100,15 +104,10 @@ def run(args) -> int:
     images = collect_images(args.inputs, skip=out if has_marker(out, MARKER_KIND) else None)
     check_outputs(images, out, args.overwrite)
     device = pick_device(args.device)
-    model, payload = load_model(args.checkpoint, map_location=device)
-    model.eval()
-    spec = payload.get("classes") or {}
-    classes = ClassTable.from_spec(spec["names"], spec.get("colors"), spec.get("ignore_index", 255)) \
-        if spec.get("names") else ClassTable.from_spec([f"class{i}" for i in range(model.cfg.num_classes)])
-    data_cfg = (payload.get("config") or {}).get("data")
-    data_cfg = data_cfg if isinstance(data_cfg, dict) else {}
-    mean, std = (check_value(f"data.{key}", data_cfg.get(key, getattr(DataConfig, key)),
-                             f"{args.checkpoint}: config data.{key}") for key in ("mean", "std"))
+    model = load(args.checkpoint, device)  # a checkpoint, run folder, fused .pt or .safetensors
+    spec = model.classes
+    classes = ClassTable.from_spec(spec["names"], spec.get("colors"), spec.get("ignore_index", 255))
+    mean, std = model.preprocessing["mean"], model.preprocessing["std"]
     out.mkdir(parents=True, exist_ok=True)
     if not has_marker(out, MARKER_KIND):
         write_marker(out, MARKER_KIND)

@@ -35,7 +35,10 @@ MARKER = "<!-- written by `ssnas reproduce`: edits are lost on the next run -->"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("reproduce", help="run every study at the proxy (or mini) scale and write docs/reproduction.md")
+    p = sub.add_parser("reproduce", help="run every study at the proxy (or mini) scale and write docs/reproduction.md",
+                       description="Run every paper study at the calibrated proxy scale (configs/studies/*-proxy.yaml; "
+                                   "--scale mini: the miniatures) and write the reproduction document from their "
+                                   "results; sub-runs whose numbers are in the results store are not run again.")
     p.add_argument("--out", required=True, help="folder for the studies' results (one sub-folder per study)")
     p.add_argument("--scale", default="proxy", choices=tuple(SCALES), help="proxy: the calibrated proxy scale "
                    "(hours on a CPU); mini: the miniatures (minutes, far from convergence)")

@@ -1,11 +1,28 @@
 """`ssnas search`: run the single-stage protocol (or any configured variant of it) into an output folder."""
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
 
 from ssnas.errors import UserError
+
+SEARCH_DESCRIPTION = """\
+Train a supernet with the single-stage protocol (paper §3.2), in three phases
+set by protocol.warmup / protocol.search / protocol.finetune (fractions of
+protocol.epochs):
+
+  warmup    weights only (SGD), on batches from split A;
+  search    per step, weights on a batch from A, then the architecture
+            (alpha: kernels, beta: edges; Adam) on a separate batch from B,
+            with the entropy loss from protocol.entropy_start;
+  finetune  architecture frozen, weights only: the supernet is the final
+            model, no decoding and no retraining.
+
+The run folder --out receives config.yaml, checkpoints/, metrics.jsonl,
+summary.json, architecture.json and plots/. List every config key with
+`ssnas config show --config NAME`."""
 
 
 def add_config_arguments(p, required: bool = True) -> None:
@@ -16,7 +33,8 @@ def add_config_arguments(p, required: bool = True) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("search", help="warm up, search and fine-tune a supernet (the single-stage protocol)")
+    p = sub.add_parser("search", help="warm up, search and fine-tune a supernet (the single-stage protocol)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=SEARCH_DESCRIPTION)
     add_config_arguments(p, required=False)
     p.add_argument("--out", required=True, help="output folder (checkpoints, metrics, plots, summary)")
     p.add_argument("--resume", action="store_true",
@@ -68,7 +86,15 @@ def print_summary(summary: dict, out: str) -> None:
     for name, e in summary.get("entropy", {}).items():
         lines.append(f"entropy {name}: {e['start']['normalized']:.3f} -> {e['end']['normalized']:.3f} "
                      f"(normalized, search start -> end)")
-    lines.append(f"summary: {out}/summary.json   checkpoint: {summary['checkpoint']}")
+    from ssnas.space.architecture import format_architecture, format_costs
+    if summary.get("architecture"):
+        text = format_architecture(summary["architecture"])
+        if text:
+            lines.append(text)
+    if summary.get("costs", {}).get("input_size"):
+        lines.append(format_costs(summary["costs"]))
+    lines.append(f"summary: {out}/summary.json   architecture: {out}/architecture.json   "
+                 f"checkpoint: {summary['checkpoint']}")
     if summary.get("plots"):
         lines.append("plots: " + ", ".join(summary["plots"].values()))
     print("\n".join(lines))

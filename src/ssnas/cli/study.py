@@ -7,7 +7,9 @@ from ssnas.cli.search import add_config_arguments
 def register(sub) -> None:
     from ssnas.studies import STUDIES
 
-    p = sub.add_parser("study", help="run one of the paper's studies and write its report (tables, figures)")
+    p = sub.add_parser("study", help="run one of the paper's studies and write its report (tables, figures)",
+                       description="Run one of the paper's studies (its sub-runs, tables, figures and verdict) "
+                                   "into a results folder; finished sub-runs are reused, partial ones resumed.")
     p.add_argument("name", metavar="NAME", help=f"the study: {', '.join(STUDIES)}")
     add_config_arguments(p, required=True)
     p.add_argument("--out", required=True,

@@ -3,7 +3,7 @@
 The search network implements the same engine contract as the segmentation supernet, so the one training
 engine (``ssnas.engine``) searches both; the Hessian's dominant eigenvalue lives in ``ssnas.hessian``.
 Datasets (``ssnas.darts.data``) and plotting (``ssnas.darts.plot``) are imported on demand: they pull in
-albumentations and matplotlib.
+matplotlib (and, for digits, scikit-learn).
 """
 from ssnas.darts.genotypes import PRIMITIVES, SPACES, Genotype
 from ssnas.darts.model_search import DartsSearchNetwork, dots_temperature

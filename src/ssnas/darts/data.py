@@ -1,6 +1,9 @@
 """Small image-classification datasets for the DARTS search (paper §4.5, Fig. 4 uses CIFAR-10).
 
-Samples are dicts ``{"image": float32 (3, H, W), "label": int64 scalar}``. CIFAR-10 is read from its standard
+Samples are dicts ``{"image": (3, H, W), "label": int64 scalar}``: float32 normalised, or — for a training
+split that is augmented — uint8 as decoded, augmented batch-wise on the training device by
+:class:`DartsAugment` (DARTS's pad-4 random crop and flip, then normalisation), each sample with its stream
+seed. CIFAR-10 is read from its standard
 python-pickle layout; two real datasets that need no download serve for tests and quick runs: scikit-learn's
 bundled 8×8 digits and Debian's ``dataset-fashion-mnist`` package (28×28, IDX files).
 """
@@ -11,9 +14,9 @@ import pickle
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-import albumentations as A
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ssnas.errors import UserError
@@ -46,35 +49,31 @@ FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
 IDX_UBYTE = 0x08
 
 
-def darts_transform(size: int, mean: Sequence[float], std: Sequence[float], augment: bool, flip: bool = True,
-                    seed: Optional[int] = None) -> A.Compose:
-    """DARTS's augmentation (pad ``CROP_PADDING`` with zeros, random ``size`` crop, flip) and normalisation."""
-    steps = []
-    if augment:
-        padded = size + 2 * CROP_PADDING
-        steps += [A.PadIfNeeded(padded, padded, border_mode=0, fill=0), A.RandomCrop(size, size)]
-        if flip:
-            steps.append(A.HorizontalFlip())
-    steps.append(A.Normalize(mean=mean, std=std, max_pixel_value=255.0))
-    return A.Compose(steps, seed=seed)
-
-
 class ArrayClassification(Dataset):
-    """uint8 images (N, H, W, C) + integer labels, transformed by an albumentations pipeline on access."""
+    """uint8 images (N, H, W, C) + integer labels. ``augment``: items stay uint8 for :class:`DartsAugment`;
+    otherwise they are normalised here with ``mean``/``std`` (0..1 scale)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose,
-                 classes: Optional[Sequence[str]] = None):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                 augment: bool = False, flip: bool = True, classes: Optional[Sequence[str]] = None):
         if images.ndim != 4 or len(images) != len(labels):
             raise ValueError(f"images {images.shape} / labels {labels.shape}: expected (N, H, W, C) and (N,)")
-        self.images, self.labels, self.transform = images, labels.astype(np.int64), transform
+        self.images, self.labels = images, labels.astype(np.int64)
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self.augment, self.flip = augment, flip
         self.classes = list(classes) if classes is not None else sorted(set(self.labels.tolist()))
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (…, 3, H, W) → float normalised, on x's device."""
+        mean = torch.tensor(self.mean, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(-1, 1, 1)
+        return (x.float() / 255 - mean) / std
+
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
-        image = self.transform(image=self.images[index])["image"]
-        return {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)),
+        image = torch.from_numpy(np.ascontiguousarray(self.images[index].transpose(2, 0, 1)))
+        return {"image": image if self.augment else self.normalize(image),
                 "label": torch.tensor(self.labels[index], dtype=torch.int64)}
 
 
@@ -96,6 +95,31 @@ class _CifarUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not part of the CIFAR-10 format")
 
 
+class DartsAugment:
+    """DARTS's augmentation on the device: zero-pad ``CROP_PADDING``, random crop back to the size, flip
+    with probability 1/2 (when the dataset allows), normalise. Each sample's draw comes from its seed."""
+
+    def __init__(self, dataset: ArrayClassification):
+        self.dataset = dataset
+
+    def sample_params(self, seed: int) -> tuple[int, int, bool]:
+        g = torch.Generator().manual_seed(int(seed))
+        y0, x0 = (int(v) for v in torch.randint(2 * CROP_PADDING + 1, (2,), generator=g))
+        flip = bool(torch.rand((), generator=g) < 0.5) and self.dataset.flip
+        return y0, x0, flip
+
+    def __call__(self, images: torch.Tensor, seeds, device) -> torch.Tensor:
+        x = images.to(device, non_blocking=True)
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (CROP_PADDING,) * 4, value=0)
+        out = []
+        for image, seed in zip(padded, seeds):
+            y0, x0, flip = self.sample_params(seed)
+            crop = image[:, y0:y0 + h, x0:x0 + w]
+            out.append(crop.flip(-1) if flip else crop)
+        return self.dataset.normalize(torch.stack(out))
+
+
 def _unpickle(path: Path) -> dict:
     """A CIFAR-10 batch as a dict, refusing code, object arrays and anything but a dict (one line)."""
     try:
@@ -114,7 +138,7 @@ def _unpickle(path: Path) -> dict:
     return data
 
 
-def load_cifar10(root, split: str, augment: Optional[bool] = None, seed: Optional[int] = None) -> ArrayClassification:
+def load_cifar10(root, split: str, augment: Optional[bool] = None) -> ArrayClassification:
     """CIFAR-10 from ``root`` holding ``data_batch_1..5``, ``test_batch`` and ``batches.meta`` (python version)."""
     root = Path(root)
     names = CIFAR_TRAIN_BATCHES if split == "train" else CIFAR_TEST_BATCHES
@@ -143,17 +167,18 @@ def load_cifar10(root, split: str, augment: Optional[bool] = None, seed: Optiona
         classes = [c.decode() for c in meta[b"label_names"]]
     except (KeyError, AttributeError, TypeError):
         raise UserError(f"{root / CIFAR_META}: expected a dict with b'label_names' (10 byte strings)") from None
-    transform = darts_transform(CIFAR_SIZE, CIFAR_MEAN, CIFAR_STD, split == "train" if augment is None else augment,
-                                seed=seed)
-    return ArrayClassification(np.concatenate(images).transpose(0, 2, 3, 1), np.concatenate(labels), transform,
-                               classes)
+    return ArrayClassification(np.concatenate(images).transpose(0, 2, 3, 1), np.concatenate(labels), CIFAR_MEAN,
+                               CIFAR_STD, split == "train" if augment is None else augment, classes=classes)
 
 
 def load_digits(split: str, size: int = DIGITS_SIZE) -> ArrayClassification:
     """scikit-learn's 1,797 handwritten 8×8 digits, upsampled to ``size`` and repeated to 3 channels; a seeded
     stratified 80/20 train/test split. No augmentation (a flipped digit is another symbol)."""
-    from sklearn.datasets import load_digits as sklearn_digits
-    from sklearn.model_selection import train_test_split
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise UserError("darts.dataset: digits needs scikit-learn, expected pip install 'ssnas[demo]'") from None
 
     digits = sklearn_digits()
     index = np.arange(len(digits.target))
@@ -161,11 +186,11 @@ def load_digits(split: str, size: int = DIGITS_SIZE) -> ArrayClassification:
                                    stratify=digits.target)
     chosen = train if split == "train" else test
     images = digits.images[chosen] / DIGITS_MAX_VALUE * 255.0
-    images = np.repeat(images.astype(np.float32)[..., None], 3, axis=-1)
-    resize = A.Resize(size, size)
-    images = np.stack([resize(image=im)["image"] for im in images]).clip(0, 255).round().astype(np.uint8)
-    transform = darts_transform(size, (DIGITS_MEAN,) * 3, (DIGITS_STD,) * 3, augment=False)
-    return ArrayClassification(images, digits.target[chosen], transform, [str(d) for d in range(10)])
+    resized = F.interpolate(torch.from_numpy(images.astype(np.float32))[:, None], size=(size, size),
+                            mode="bilinear", align_corners=False)[:, 0]
+    images = np.repeat(resized.numpy()[..., None], 3, axis=-1).clip(0, 255).round().astype(np.uint8)
+    return ArrayClassification(images, digits.target[chosen], (DIGITS_MEAN,) * 3, (DIGITS_STD,) * 3, augment=False,
+                               classes=[str(d) for d in range(10)])
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -183,8 +208,7 @@ def read_idx(path: Path) -> np.ndarray:
     return array.reshape(shape)
 
 
-def load_fashion_mnist(root, split: str, augment: Optional[bool] = None,
-                       seed: Optional[int] = None) -> ArrayClassification:
+def load_fashion_mnist(root, split: str, augment: Optional[bool] = None) -> ArrayClassification:
     """Fashion-MNIST from Debian's ``dataset-fashion-mnist`` (or any folder with the four IDX .gz files)."""
     root = Path(root or FASHION_MNIST_ROOT)
     image_file, label_file = (root / name for name in FASHION_MNIST_FILES[split])
@@ -195,15 +219,14 @@ def load_fashion_mnist(root, split: str, augment: Optional[bool] = None,
     images = read_idx(image_file)
     images = np.repeat(images[..., None], 3, axis=-1)
     augment = split == "train" if augment is None else augment
-    transform = darts_transform(images.shape[1], (FASHION_MNIST_MEAN,) * 3, (FASHION_MNIST_STD,) * 3, augment,
-                                seed=seed)
-    return ArrayClassification(images, read_idx(label_file), transform, FASHION_MNIST_CLASSES)
+    return ArrayClassification(images, read_idx(label_file), (FASHION_MNIST_MEAN,) * 3, (FASHION_MNIST_STD,) * 3,
+                               augment, classes=FASHION_MNIST_CLASSES)
 
 
-def build_darts_dataset(name: str, root=None, split: str = "train", augment: Optional[bool] = None,
-                        seed: Optional[int] = None) -> ArrayClassification:
+def build_darts_dataset(name: str, root=None, split: str = "train", augment: Optional[bool] = None) \
+        -> ArrayClassification:
     """``name`` ∈ {cifar10, digits, fashion-mnist}, ``split`` ∈ {train, test}. ``augment`` defaults to the
-    train split (never for digits); ``seed`` makes the augmentation reproducible."""
+    train split (never for digits): its items stay uint8 for :class:`DartsAugment`."""
     if name not in DATASETS:
         raise UserError(f"darts dataset: unknown name {name!r}, expected one of {list(DATASETS)}")
     if split not in SPLITS:
@@ -211,7 +234,7 @@ def build_darts_dataset(name: str, root=None, split: str = "train", augment: Opt
     if name == "cifar10":
         if root is None:
             raise UserError("darts dataset root: missing for cifar10, expected the cifar-10-batches-py folder")
-        return load_cifar10(root, split, augment, seed)
+        return load_cifar10(root, split, augment)
     if name == "digits":
         return load_digits(split)
-    return load_fashion_mnist(root, split, augment, seed)
+    return load_fashion_mnist(root, split, augment)

@@ -58,8 +58,16 @@ class DartsTask:
         if split not in self._datasets:
             from ssnas.darts.data import build_darts_dataset
             g = self.cfg.darts
-            self._datasets[split] = build_darts_dataset(g.dataset, g.data_root or None, split, seed=self.cfg.seed)
+            self._datasets[split] = build_darts_dataset(g.dataset, g.data_root or None, split)
         return self._datasets[split]
+
+    def augment(self, batch: dict, device) -> dict:
+        """A training batch augmented on ``device`` with its per-sample seeds (``DartsAugment``)."""
+        from ssnas.darts.data import DartsAugment
+        ds = self.dataset("train")
+        if not ds.augment:
+            return batch
+        return {**batch, "image": DartsAugment(ds)(batch["image"], batch["seed"], device)}
 
     def num_classes(self) -> int:
         return len(self.dataset("train").classes)

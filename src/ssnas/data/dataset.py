@@ -129,7 +129,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
             out = self.transform(image=image, mask=label) if self.transform is not None else to_tensors(image, label)
         except UserError as exc:   # a transform's refusal (an image too small to augment) names the file
             raise UserError(f"{self.samples[index][0]}: {exc}") from None
-        return {"image": out["image"], "label": out["mask"].long(), "name": self.names[index]}
+        mask = out["mask"]  # uint8 for training (augmented on the device, converted there), else int64
+        return {"image": out["image"], "label": mask if mask.dtype == torch.uint8 else mask.long(),
+                "name": self.names[index]}
 
 
 def build_dataset(cfg, split: str, train: bool, labels: str | None = None) -> SegmentationDataset:

@@ -24,12 +24,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 from PIL import Image
-from scipy import ndimage
-from skimage import data as skdata
-from skimage.transform import pyramid_gaussian
-from skimage.util import img_as_float32
-
 from ssnas.errors import UserError, require
+
+try:  # the `demo` extra (pip install 'ssnas[demo]'): the generator's textures, photos and filters
+    from scipy import ndimage
+    from skimage import data as skdata
+    from skimage.transform import pyramid_gaussian
+    from skimage.util import img_as_float32
+    MISSING_EXTRA = None
+except ImportError as _exc:  # a minimal install: an existing dataset still loads; writing one says what to add
+    MISSING_EXTRA = _exc.name
 
 # --- Format and defaults ------------------------------------------------------------------------------
 DEMO_VERSION = 1  # bump whenever the generator's output changes, so stale datasets are not reused
@@ -147,7 +151,10 @@ def _split_rows(n: int, split: str) -> slice:
 
 
 def _load_sources(split: str, thing_digits: dict | None = None) -> _Sources:
-    from sklearn.datasets import load_digits  # imported here: sklearn is slow to import and rarely needed
+    try:
+        from sklearn.datasets import load_digits  # imported here: sklearn is slow to import and rarely needed
+    except ImportError:
+        raise UserError("the demo dataset needs scikit-learn's digits, expected pip install 'ssnas[demo]'") from None
 
     textures = {}
     for name in STUFF_SOURCE.values():
@@ -437,6 +444,8 @@ def make_demo_dataset(out_dir, seed: int = DEFAULT_SEED, n_train: int = DEFAULT_
     params = _params(seed, n_train, n_val, size, thing_digits)
     if _check_existing(out_dir, params):
         return out_dir
+    require(MISSING_EXTRA is None, f"{out_dir}: writing the demo dataset needs {MISSING_EXTRA}, which a minimal "
+                                   f"install lacks; expected pip install 'ssnas[demo]'")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.tmp-", dir=out_dir.parent))

@@ -67,18 +67,18 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
                         f"intact, expected free space and a writable folder") from None
 
 
-def checkpoint_file(path: str | Path) -> Path:
-    """The file a ``--checkpoint`` names: the file itself, or a run folder's ``last.pt``."""
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A run folder stands for its last checkpoint (``checkpoints/last.pt``)."""
     path = Path(path)
     if path.is_dir():
-        return path / "last.pt" if (path / "last.pt").is_file() else path / "checkpoints" / "last.pt"
+        path = path / "last.pt" if (path / "last.pt").is_file() else path / "checkpoints" / "last.pt"
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", require=("model",)) -> dict:
-    """Load safely; a missing, corrupt, foreign or code-carrying file, or one whose fields are not what
-    ssnas writes (or lacks a field in ``require``), is one clear UserError."""
-    path = checkpoint_file(path)
+def read_weights_only(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load(weights_only=True)`` of any ssnas torch file (checkpoint or fused model); a missing,
+    corrupt or code-carrying file is one clear UserError. The caller checks the ``format`` header."""
+    path = resolve_checkpoint_path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     if not zipfile.is_zipfile(path):
@@ -92,7 +92,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
                         f"(possible code); only weights-only checkpoints are loaded ({first[:120]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise UserError(f"{path}: not a readable checkpoint (corrupted or truncated: {str(exc)[:120]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict):
+        raise UserError(f"{path}: not an ssnas checkpoint (no '{FORMAT}' header)")
+    return payload
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", require=("model",)) -> dict:
+    """Load safely; a missing, corrupt, foreign or code-carrying file, or one whose fields are not what
+    ssnas writes (or lacks a field in ``require``), is one clear UserError."""
+    path = resolve_checkpoint_path(path)
+    return check_checkpoint(read_weights_only(path, map_location), path, require)
+
+
+def check_checkpoint(payload: dict, path: str | Path, require=("model",)) -> dict:
+    """``payload`` if it is an ssnas checkpoint this version reads, else one clear UserError."""
+    if payload.get("format") != FORMAT:
         raise UserError(f"{path}: not an ssnas checkpoint (no '{FORMAT}' header)")
     check_fields(payload, path, require)
     return payload
@@ -125,13 +139,19 @@ def check_fields(payload: dict, path, require=("model",)) -> None:
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
-    """(SuperNet with the checkpoint's weights and architecture, the checkpoint dict).
+    """(SuperNet with the checkpoint's weights and architecture, the checkpoint dict)."""
+    payload = load_checkpoint(path, map_location, require=("model", "space"))
+    return model_from_checkpoint(payload, path).to(map_location), payload
+
+
+def model_from_checkpoint(payload: dict, path: str | Path):
+    """The SuperNet a loaded checkpoint describes, with its weights and architecture.
 
     The stored ``space`` is checked against the stored tensors on the meta device (no memory) before the
     model is built: a crafted ``space`` asking for a million layers is refused, not built until killed."""
     from ssnas.space.variants import create_model
 
-    payload = load_checkpoint(path, map_location, require=("model", "space"))
+    check_fields(payload, path, require=("model", "space"))
     space, state = dict(payload["space"]), payload["model"]
     alpha = state.get("alpha")
     layers, kernels = space.get("layers"), space.get("kernel_sizes")
@@ -156,4 +176,4 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise UserError(f"{path}: weights do not fit the stored space ({str(exc).splitlines()[0][:160]})") from None
-    return model.to(map_location), payload
+    return model

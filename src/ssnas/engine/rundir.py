@@ -20,7 +20,8 @@ from ssnas.errors import UserError
 from ssnas.outputs import MARKER, check_name_length, has_marker, write_marker
 
 RUN_MARKER_KIND = "run"
-RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "tb", "plots", "run.log")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "architecture.json", "checkpoints", "tb", "plots",
+             "run.log")
 
 
 class RunDir:

@@ -22,7 +22,8 @@ def stable_seed(*parts) -> int:
 
 
 class SeededSamples(Dataset):
-    """Wraps a dataset so that item ``(index, seed)`` is augmented with that seed."""
+    """Wraps a dataset so that item ``(index, seed)`` carries that seed as ``"seed"``: the task augments
+    it on the training device with it (``data/augment.py``, ``darts/data.py``)."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -32,17 +33,17 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, item):
         index, seed = item
-        transform = getattr(self.dataset, "transform", None)
-        if hasattr(transform, "set_random_seed"):
-            transform.set_random_seed(seed % 2 ** 32)
-        return self.dataset[index]
+        return {**self.dataset[index], "seed": seed}
 
 
 def collate(samples: list) -> dict:
+    """Stack tensors of one shape; tensors of different shapes (training images of a folder dataset, before
+    their crop) stay a list, other values too."""
     out = {}
     for key in samples[0]:
         values = [s[key] for s in samples]
-        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+        same = isinstance(values[0], torch.Tensor) and all(v.shape == values[0].shape for v in values)
+        out[key] = torch.stack(values) if same else values
     return out
 
 

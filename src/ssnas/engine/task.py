@@ -38,17 +38,16 @@ class SegmentationTask:
         self.cfg = cfg
         self._datasets = {}
         self.classes = None
+        self._augment = None
 
     # ------------------------------------------------------------------ data
     def _prepare_data(self) -> None:
         d = self.cfg.data
-        if d.make_demo and d.root:
-            from pathlib import Path
-
+        from pathlib import Path
+        if d.make_demo and d.root and not Path(d.root).exists():  # a dataset already there is used as it is
             from ssnas.data.demo import make_demo_dataset
             from ssnas.data.demo_presets import PRESETS
-            if not Path(d.root).exists():
-                print(f"[ssnas] writing the embedded demo dataset ({d.demo_preset}) to {d.root}", flush=True)
+            print(f"[ssnas] writing the embedded demo dataset ({d.demo_preset}) to {d.root}", flush=True)
             make_demo_dataset(d.root, seed=0, **PRESETS[d.demo_preset])
 
     def dataset(self, role: str):
@@ -119,6 +118,14 @@ class SegmentationTask:
         if m.prune_edges > 0:
             model.prune_edges(m.prune_edges)
         return model
+
+    def augment(self, batch: dict, device) -> dict:
+        """A training batch (uint8, with per-sample seeds) augmented on ``device`` (``data/augment.py``)."""
+        if self._augment is None:
+            from ssnas.data.augment import BatchAugment
+            self._augment = BatchAugment(self.cfg.data)
+        image, label = self._augment(batch["image"], batch["label"], batch["seed"], device)
+        return {**batch, "image": image, "label": label}
 
     # ------------------------------------------------------------------ objective and metric
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:

@@ -143,7 +143,10 @@ class HessianTracker:
             stream = trainer.streams.get("b") or trainer.streams["a"]
             self._batch = fixed_batch(stream, s.batch, trainer.cfg.seed)
         device = trainer.device
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self._batch.items()}
+        batch = self._batch
+        if "seed" in batch and hasattr(trainer.task, "augment"):  # the same fixed augmentation every time
+            batch = trainer.task.augment(batch, device)
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         arch = list(model.arch_parameters())
         dims = sum(p.numel() for p in arch)
         method = s.method

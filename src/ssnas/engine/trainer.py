@@ -25,7 +25,7 @@ import torch
 from ssnas.arch import arch_entropies, entropy_loss
 from ssnas.config import config_hash, to_dict
 from ssnas.engine import distributed
-from ssnas.engine.checkpoint import load_checkpoint, save_checkpoint
+from ssnas.engine.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from ssnas.engine.logger import RunLogger, keep_records
 from ssnas.engine.precision import resolve_amp
 from ssnas.engine.rundir import RunDir
@@ -122,6 +122,8 @@ class Trainer:
 
     # ================================================================== steps
     def _to_device(self, batch: dict) -> dict:
+        if "seed" in batch and hasattr(self.task, "augment"):  # a training batch: augmented on the device
+            batch = self.task.augment(batch, self.device)
         out = dict(batch)
         for k in ("image", "label"):
             out[k] = batch[k].to(self.device, non_blocking=True)
@@ -417,6 +419,7 @@ class Trainer:
             "checkpoint": str(self.run_dir.last),
         }
         if self.ctx.is_main:
+            summary.update(self._describe_result())
             (self.run_dir.path / "summary.json").write_text(json.dumps(summary, indent=2))
             try:
                 from ssnas.engine.plots import plot_run
@@ -424,6 +427,18 @@ class Trainer:
             except Exception as exc:  # plots are a convenience: never lose a finished run over them
                 self.logger.message(f"[ssnas] plots failed: {exc}")
         return summary
+
+    def _describe_result(self) -> dict:
+        """Write ``architecture.json`` (space/architecture.py); the summary's ``architecture`` / ``costs``."""
+        from ssnas.space.architecture import describe_architecture, network_costs, summarize_architecture
+
+        arch = describe_architecture(self.model)
+        text = json.dumps(arch, indent=2).encode()
+        atomic_write_bytes(self.run_dir.path / "architecture.json", lambda f: f.write(text))
+        crop = getattr(getattr(self.cfg, "data", None), "crop_size", None)
+        costs = network_costs(self.model, tuple(crop)) if crop and hasattr(self.model, "beta_hat") else \
+            {"input_size": None, "supernet": {"params": sum(p.numel() for p in self.model.parameters())}}
+        return {"architecture": summarize_architecture(arch), "costs": costs}
 
     # ================================================================== signals
     def _install_signal_handlers(self) -> None:

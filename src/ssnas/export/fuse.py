@@ -281,27 +281,38 @@ def fuse_supernet(model, merge_edges: bool = True) -> FusedSegNet:
 
 
 # ---------------------------------------------------------------------------- files
-def save_fused(fused: FusedSegNet, path: str | Path, classes: dict | None = None) -> None:
-    """Write ``{"format", "version", "spec", "state_dict", "classes"}`` atomically (weights-only loadable)."""
-    payload = dict(format=FORMAT, version=VERSION, spec=fused.spec, classes=classes,
+def save_fused(fused: FusedSegNet, path: str | Path, classes: dict | None = None,
+               preprocessing: dict | None = None) -> None:
+    """Write ``{"format", "version", "spec", "state_dict", "classes", "preprocessing"}`` atomically
+    (weights-only loadable)."""
+    payload = dict(format=FORMAT, version=VERSION, spec=fused.spec, classes=classes, preprocessing=preprocessing,
                    state_dict={k: v.detach().cpu() for k, v in fused.state_dict().items()})
     atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 
 def load_fused(path: str | Path, map_location: str | torch.device = "cpu") -> FusedSegNet:
-    """Rebuild a :class:`FusedSegNet` from a file of :func:`save_fused` (eval mode; ``.classes`` attached)."""
+    """Rebuild a :class:`FusedSegNet` from a file of :func:`save_fused` (eval mode; ``.classes`` and
+    ``.preprocessing`` attached)."""
+    from ssnas.engine.checkpoint import read_weights_only
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: fused model not found")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # corrupt, truncated or code-carrying: never executed
-        raise UserError(f"{path}: not a readable fused model ({str(exc).strip()[:120]})") from None
+    return fused_from_payload(read_weights_only(path, map_location), path).to(map_location)
+
+
+def fused_from_payload(payload: dict, path: str | Path) -> FusedSegNet:
+    """The :class:`FusedSegNet` of a loaded fused-model dict (``spec``, ``state_dict``, ``classes``, …)."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path}: not an ssnas fused model (no '{FORMAT}' header)")
-    if payload.get("version", 0) > VERSION:
+    if int(payload.get("version", 0)) > VERSION:
         raise UserError(f"{path}: fused model version {payload['version']} is newer than this ssnas ({VERSION})")
-    fused = FusedSegNet(payload["spec"])
-    fused.load_state_dict(payload["state_dict"])
+    try:
+        fused = FusedSegNet(payload["spec"])
+        fused.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{path}: fused model spec and weights do not fit ({str(exc).splitlines()[0][:160]})") \
+            from None
     fused.classes = payload.get("classes")
-    return fused.to(map_location).eval()
+    fused.preprocessing = payload.get("preprocessing")
+    return fused.eval()
