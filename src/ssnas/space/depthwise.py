@@ -38,9 +38,9 @@ def _extension():
     one message, then ATen."""
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return None
-    # built with -march=native: one build per instruction set; and per source, so that two ssnas versions
-    # on one machine never rebuild each other's copy
-    source_hash = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:8]
+    # built with -march=native: one build per instruction set; and per source text and location, so that two
+    # ssnas checkouts on one machine never rebuild each other's copy (ninja rebuilds when the path changes)
+    source_hash = hashlib.sha1(SOURCE.read_bytes() + str(SOURCE).encode()).hexdigest()[:8]
     name = f"{EXTENSION_NAME}_{cpu_tag()}_{source_hash}"
     try:
         from torch.utils import cpp_extension
@@ -70,13 +70,12 @@ def _applies(x: Tensor, weight: Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu")   # bf16 autocast: ATen's bf16 kernels
             and x.dim() == 4 and weight.shape[-2] == k and k in KERNEL_SIZES and torch.is_grad_enabled()
-            and (x.requires_grad or weight.requires_grad) and not torch.compiler.is_compiling()
-            and _extension() is not None)
+            and (x.requires_grad or weight.requires_grad) and _extension() is not None)
 
 
 def depthwise_conv(x: Tensor, weight: Tensor) -> Tensor:
     """Stride-1 depthwise convolution with "same" zero padding: ``F.conv2d(x, weight, None, 1, k // 2, 1, C)``."""
-    if _applies(x, weight):
+    if not torch.compiler.is_compiling() and _applies(x, weight):   # checked first: Dynamo traces nothing else
         return _DepthwiseConv.apply(x, weight)
     k = weight.shape[-1]
     return F.conv2d(x, weight, None, 1, k // 2, 1, x.shape[1])
