@@ -144,7 +144,7 @@ class StudyDir:
                 return summary
         partial = (out / "config.yaml").is_file()
         self.progress(f"{'resuming' if partial else 'running'} {name}")
-        summary = Trainer(cfg, out, task=task, resume=partial).run()
+        summary = Trainer(cfg, out, task=task, resume=partial, costs=False).run()  # many sub-runs: no FLOP counts
         if "stopped" in summary:
             raise UserError(f"{out}: stopped by {summary['stopped']}; run the study again to resume it")
         self.started.append(name)
