@@ -154,7 +154,8 @@ def main(argv=None) -> None:
                         best[mode] = r
             for mode in modes:
                 r = best[mode]
-                aug = f"{r['device_images_per_s']:>9.2f} {r['device']:<3}" if mode == "current" else f"{'(in loader)':>13}"
+                aug = (f"{r['device_images_per_s']:>9.2f} {r['device']:<3}" if mode == "current"
+                       else f"{'(in loader)':>13}")
                 e2e = r.get("end_to_end_images_per_s", r["images_per_s"])
                 print(f"{mode:>14} {r['workers']:>7} {r['batch_size']:>5} {r['images']:>6} "
                       f"{r['images_per_s']:>12.2f} {aug} {e2e:>16.2f}")

@@ -40,7 +40,7 @@ class RunStopped(UserError):
 
 class Trainer:
     def __init__(self, cfg, out_dir: str | Path, task=None, resume: bool = False, overwrite: bool = False,
-                 hooks=()):
+                 hooks=(), costs: bool = True):
         from ssnas.engine.task import SegmentationTask
 
         self.cfg = cfg
@@ -54,6 +54,7 @@ class Trainer:
         self.hooks = list(hooks) + default_hooks(cfg, self.task)  # the task's + Hessian tracking (config)
         self.phases = Phases.from_config(cfg.protocol)
         self._stop_signal = None
+        self.costs = costs  # params/GFLOPs of supernet and fused net at the end (1-3 s; studies skip them)
 
     # ================================================================== set-up
     def _setup(self) -> None:
@@ -436,8 +437,10 @@ class Trainer:
         text = json.dumps(arch, indent=2).encode()
         atomic_write_bytes(self.run_dir.path / "architecture.json", lambda f: f.write(text))
         crop = getattr(getattr(self.cfg, "data", None), "crop_size", None)
-        costs = network_costs(self.model, tuple(crop)) if crop and hasattr(self.model, "beta_hat") else \
-            {"input_size": None, "supernet": {"params": sum(p.numel() for p in self.model.parameters())}}
+        if self.costs and crop and hasattr(self.model, "beta_hat"):
+            costs = network_costs(self.model, tuple(crop))
+        else:
+            costs = {"input_size": None, "supernet": {"params": sum(p.numel() for p in self.model.parameters())}}
         return {"architecture": summarize_architecture(arch), "costs": costs}
 
     # ================================================================== signals

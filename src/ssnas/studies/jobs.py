@@ -135,7 +135,8 @@ def execute(job: SubRun) -> None:
         out = job.out
         finished = (out / "summary.json").is_file()
         resume = (out / "config.yaml").is_file() and not (finished and job.retrain)
-        summary = Trainer(job.cfg, out, task=job.task, resume=resume, overwrite=finished and job.retrain).run()
+        summary = Trainer(job.cfg, out, task=job.task, resume=resume, overwrite=finished and job.retrain,
+                          costs=False).run()   # many sub-runs: no end-of-run FLOP counts (a study measures its own)
         if "stopped" in summary:
             raise Stopped(summary["stopped"])
         measures = {measure_key(job.measure): job.measure(str(checkpoint_of(out)))} if job.measure else {}
