@@ -20,7 +20,8 @@ from ssnas.studies.jobs import PENDING
 from test_studies import SEARCH, TINY
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-TWO_STAGE = {"seeds": [0], "search_protocol": SEARCH, "retrain_epochs": 2, "flops_size": [64, 128]}
+TWO_STAGE = {"seeds": [0], "search_protocol": SEARCH, "retrain_epochs": 2, "search_entropy": 1.0,
+             "flops_size": [64, 128]}
 
 
 def _config(folder, demo_root, name, study, **changes):
@@ -54,7 +55,7 @@ def _models(out):
 
 def test_parallel_equals_serial_and_the_store_replaces_the_run_folders(demo_root, tmp_path):
     config = _config(tmp_path, demo_root, "two-stage", TWO_STAGE)
-    runs = ["search-s0", "single-stage-s0", "retrain-s0"]
+    runs = ["search-s0", "single-stage-s0", "retrain-s0", "search-entropy-s0", "retrain-entropy-s0"]
     assert _study("two-stage", config, tmp_path / "a", tmp_path / "sa", jobs=1) == 0
     assert _study("two-stage", config, tmp_path / "b", tmp_path / "sb", jobs=2) == 0
     assert sorted(_results(tmp_path / "b")["runs"]["started"]) == sorted(runs)

@@ -198,7 +198,7 @@ def test_a_folder_of_another_config_is_refused(studies, configs, capsys):
 
 def test_unknown_study_and_missing_keys_are_one_line(tmp_path, capsys):
     assert main(["study", "nope", "--config", "smoke", "--out", str(tmp_path / "a")]) == 2
-    assert "unknown, expected one of discretization" in capsys.readouterr().err
+    assert "unknown, expected one of calibration, discretization" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
     assert main(["study", "entropy", "--config", "smoke", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip()
