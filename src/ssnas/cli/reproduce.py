@@ -21,10 +21,11 @@ SCALES = {
               "Every number below was measured by `ssnas reproduce` at the **proxy scale** "
               "(`configs/studies/<study>-proxy.yaml`, based on `proxy-base.yaml`) on CPU; the paper's numbers are "
               "from full-scale runs. The proxy: a 6-layer supernet (F=8) on the `proxy` demo dataset (400 train / "
-              "100 val frames of 128×256, 9 classes), 96×192 crops, batch 8, 2,000 steps, the paper's phase "
-              "fractions, and the architecture step size scaled to its 700 architecture steps by the equal-travel "
-              "rule; its first section, the calibration, shows it converged (plateau test), its level, its seed "
-              "noise and the seeds each comparison needs. No proxy config was tuned after its results were seen."),
+              "100 val frames of 128×256, 9 classes), 96×192 crops, batch 8, the paper's phase fractions, and the "
+              "architecture step size scaled to its number of architecture steps by the equal-travel rule; its "
+              "length is in `proxy-base.yaml`. The first section, the calibration, checks the scale: whether it "
+              "converged (plateau test), its level, its seed noise and the seeds each comparison needs. "
+              "No proxy config was tuned after its results were seen."),
     "mini": ("docs/reproduction-mini.md",
              "Every number below was measured by `ssnas reproduce --scale mini` with the miniature configs "
              "`configs/studies/<study>-mini.yaml` on CPU: a 2-layer supernet, 64×128 crops, batch 4, tens of "
