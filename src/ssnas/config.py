@@ -501,8 +501,12 @@ def config_hash(cfg: ExperimentConfig) -> str:
     the key of a sub-run's stored results). Keys at their default value are left out, so that a new key
     whose default keeps the old behaviour does not change the hash of earlier runs (a reproduction's stored
     results stay valid across versions); changing a default's *value* therefore needs care."""
-    blob = json.dumps(identity(cfg), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return digest(identity(cfg))
+
+
+def digest(data) -> str:
+    """The short hash of JSON-able ``data`` that config hashes and results-store keys are made of."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def identity(cfg: ExperimentConfig) -> dict:

@@ -71,17 +71,16 @@ def run(cfg, study_dir, progress) -> dict:
     runs[f"high-s{first}"] = derive(cfg, {"seed": first, "entropy.c_alpha": high, "entropy.c_beta": high,
                                           "entropy.scaling": "linear"})
     summaries = {name: study_dir.train(name, run_cfg) for name, run_cfg in runs.items()}
-    rows = [{"run": name, "seed": run_cfg.seed, "epochs": run_cfg.protocol.epochs, "c": run_cfg.entropy.c_beta,
+    rows = {name: {"run": name, "seed": run_cfg.seed, "epochs": run_cfg.protocol.epochs, "c": run_cfg.entropy.c_beta,
              "miou": s["miou"], "beta_end": s["entropy"]["beta"]["end"]["normalized"],
              "alpha_end": s["entropy"]["alpha"]["end"]["normalized"], "arch_lr": s.get("arch_lr"),
              "arch_steps": s.get("arch_steps"), "wall_time_s": s["wall_time_s"]}
-            for (name, run_cfg), s in zip(runs.items(), summaries.values())]
-    proxy = [r for r in rows if r["run"] in {f"none-s{s}" for s in seeds}]
+            for (name, run_cfg), s in zip(runs.items(), summaries.values())}
+    proxy = [rows[f"none-s{s}"] for s in seeds]
     mious = [r["miou"] for r in proxy]
     mean, std = mean_std(mious)
-    base = next(r for r in proxy if r["seed"] == first)
-    longer = rows[len(seeds)]
-    high_row = rows[len(seeds) + 1]
+    base, longer, high_row = rows[f"none-s{first}"], rows[f"none-x{factor}-s{first}"], rows[f"high-s{first}"]
+    rows = list(rows.values())
     layers = _layers(cfg)
     checks = {
         "convergence": (abs(longer["miou"] - base["miou"]) <= criteria["plateau"],

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from ssnas.config import config_hash, identity, to_dict
+from ssnas.config import config_hash, digest, identity, to_dict
 from ssnas.errors import UserError, one_line
 from ssnas.studies.store import ResultStore, evaluation_record, train_record, write_json
 
@@ -246,8 +246,7 @@ class Scheduler:
                 dep = self.requested.get(self.checkpoints[node])
                 return f"<checkpoint of {self.checkpoints[node]}, key {dep.key if dep else None}>"
             return node
-        import hashlib
-        return hashlib.sha256(json.dumps(walk(identity(cfg)), sort_keys=True).encode()).hexdigest()[:16]
+        return digest(walk(identity(cfg)))
 
     def _dependencies(self, cfg) -> list[str]:
         found = []
