@@ -139,3 +139,27 @@ def test_pending_lets_a_planning_pass_run_through():
     assert p["entropy"]["beta"]["end"] is p and p.get("x") is p and (p + 1) / 2 - 3 is p
     assert math.isnan(float(p)) and not p and not (p < 0) and f"{p:.3f}" == "…"
     assert [x for x in p] == [p] and "hessian_eigenvalue" in p and (p.get("early_stop") or {}) == {}
+
+
+def test_a_pass_runs_its_longest_sub_runs_first(monkeypatch, tmp_path):
+    """Longest first: on n workers the pass ends sooner, and a stopped session has its long run furthest along."""
+    from types import SimpleNamespace
+
+    import ssnas.studies.jobs as jobs
+
+    order = []
+    monkeypatch.setattr(jobs, "run_all", lambda js, n, progress: order.extend(j.name for j in js) or
+                        {j.name: ("done", None) for j in js})
+    scheduler = jobs.Scheduler(SimpleNamespace(progress=lambda msg: None, path=tmp_path), store=None, jobs=2)
+    scheduler.begin_pass()
+
+    def job(name, kind, epochs):
+        cfg = SimpleNamespace(protocol=SimpleNamespace(epochs=epochs))
+        return jobs.SubRun(kind, name, cfg, tmp_path / name, None)
+
+    for name, kind, epochs in [("s0", "train", 800), ("eval", "evaluation", 0), ("s1", "train", 800),
+                               ("x2", "train", 1600), ("short", "train", 40)]:
+        scheduler.pending[name] = job(name, kind, epochs)
+    scheduler.run_pending()
+    assert order == ["x2", "s0", "s1", "short", "eval"]
+    assert scheduler.ran_now == {"x2", "s0", "s1", "short", "eval"}

@@ -312,7 +312,9 @@ class Scheduler:
     # ------------------------------------------------------------ running the pending set
     def run_pending(self) -> None:
         """Run this pass's pending sub-runs; raise UserError when a signal stopped them (resumable)."""
-        jobs = list(self.pending.values())
+        # Longest first (by epochs; evaluations last): the long run no longer waits behind short ones, so
+        # the pass ends sooner on n workers, and a session that stops early has the longest run furthest along.
+        jobs = sorted(self.pending.values(), key=_expected_epochs, reverse=True)
         progress = self.study_dir.progress
         waiting = f", {len(self.deferred)} waiting for their checkpoints" if self.deferred else ""
         progress(f"{len(jobs)} sub-run(s) to run, {min(self.jobs, len(jobs))} at a time{waiting}")
@@ -432,6 +434,11 @@ def _run_processes(jobs: list[SubRun], n: int, progress) -> dict:
         for sig, handler in old.items():
             signal.signal(sig, handler)
     return outcomes
+
+
+def _expected_epochs(job: SubRun) -> int:
+    """A sub-run's size for ordering: its epochs (an evaluation counts 0); ties keep the study's order."""
+    return 0 if job.kind != "train" else int(job.cfg.protocol.epochs)
 
 
 def _numbers(record: dict, job: SubRun) -> dict:
