@@ -18,13 +18,16 @@ from typing import Any, Optional
 import yaml
 
 from ssnas.errors import UserError
+from ssnas.registry import Choices
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass
 class ModelConfig:
-    """Which supernet: a named variant (``configs/variants/<name>.yaml``) plus per-key overrides."""
+    """Which supernet: a registered search space (``space``), a named variant (``configs/variants/<name>.yaml``)
+    plus per-key overrides; ``options`` holds the keys of spaces other than the grid (checked by the space)."""
+    space: str = "grid"                    # a registered search space (ssnas.space.list_spaces())
     variant: str = "small"
     layers: Optional[int] = None
     filters: Optional[int] = None
@@ -40,6 +43,7 @@ class ModelConfig:
     discretize_edges: Optional[int] = None   # keep the top-k incoming edges of every cell by beta-hat
     discretize_ops: bool = False             # keep the top kernel of every cell by alpha-hat
     prune_edges: float = 0.0                 # drop this fraction of edges with the weakest beta-hat (§4.2)
+    options: dict = field(default_factory=dict)   # space-specific keys (e.g. a dense space's k), see the space
 
 
 @dataclass
@@ -175,8 +179,21 @@ class ExperimentConfig:
     study: dict = field(default_factory=dict)   # free-form section read by `ssnas study`
 
 
+def _spaces():
+    from ssnas.space.base import SPACES
+    return SPACES
+
+
+def _mixtures():
+    from ssnas.space.cell import MIXTURES
+    return MIXTURES
+
+
+# Registry-backed choices (``Choices``) are read from the registry when a key is checked: a new space, mixture
+# mode, dataset format or task is one registered module, and appears here without an edit.
 CHOICES = {
-    "model.mixture": ("kernel", "output"),
+    "model.space": Choices(_spaces),
+    "model.mixture": Choices(_mixtures),
     "data.format": ("folder", "cityscapes"),
     "data.labels": ("fine", "coarse", "both"),
     "protocol.split": ("joint", "split", "half"),
@@ -201,7 +218,7 @@ BOUNDS = {
     "seed": "[0, 4294967295]",                     # numpy's seed range
     "model.layers": "[1, 1000]", "model.filters": "[1, 4096]", "model.expansion": "(0, 64]",
     "model.sampling": "(0, 1]", "model.kernel_sizes": "[1, 31]", "model.head_channels": "[1, 4096]",
-    "model.discretize_edges": "[1, 3]", "model.prune_edges": "[0, 1)",
+    "model.discretize_edges": "[1, inf)", "model.prune_edges": "[0, 1)",
     "data.crop_size": "[1, 16384]", "data.scale_range": "(0, 16]", "data.hflip": "[0, 1]",
     "data.color_jitter": "[0, 1]", "data.gauss_noise": "[0, 1]", "data.mean": "[0, 1]", "data.std": "(0, 1]",
     "data.ignore_index": "[0, 255]", "data.batch_size": "[1, inf)", "data.eval_batch_size": "[1, inf)",

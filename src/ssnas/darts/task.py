@@ -115,6 +115,10 @@ class DartsTask:
         acc = correct / max(1, total)
         return {"score": acc, "accuracy": acc}
 
+    def space_record(self, model) -> dict:
+        """The checkpoint's ``space``: what the DARTS network was built with (``DartsSpec``)."""
+        return model.cfg.to_dict()
+
     def describe(self) -> dict:
         """The current genotype (DARTS's or DOTS's rule) and its parameter-free op counts per cell."""
         if self.model is None:

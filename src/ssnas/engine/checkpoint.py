@@ -145,23 +145,26 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
 
 
 def model_from_checkpoint(payload: dict, path: str | Path):
-    """The SuperNet a loaded checkpoint describes, with its weights and architecture.
+    """The supernet a loaded checkpoint describes (its ``space`` record names the registered search space,
+    ``search_space``; none: the grid), with its weights and architecture.
 
-    The stored ``space`` is checked against the stored tensors on the meta device (no memory) before the
-    model is built: a crafted ``space`` asking for a million layers is refused, not built until killed."""
-    from ssnas.space.variants import create_model
+    The stored record is checked against the stored tensors (the space's ``check_checkpoint``, then the
+    shapes of a copy built on the meta device: no memory) before the model is built: a crafted ``space``
+    asking for a million layers is refused, not built until killed."""
+    from ssnas.space.base import DEFAULT_SPACE, SPACES, create_model
 
     check_fields(payload, path, require=("model", "space"))
     space, state = dict(payload["space"]), payload["model"]
-    alpha = state.get("alpha")
-    layers, kernels = space.get("layers"), space.get("kernel_sizes")
-    if alpha is None or alpha.dim() != 3 or not isinstance(kernels, (list, tuple)) \
-            or (layers, len(kernels)) != (alpha.shape[0], alpha.shape[2]):
-        raise UserError(f"{path}: the stored space ({layers} layers, kernels {kernels}) does not match the "
-                        f"stored alpha {tuple(alpha.shape) if alpha is not None else 'missing'}")
+    name = space.pop("search_space", DEFAULT_SPACE)
+    if name not in SPACES:
+        raise UserError(f"{path}: written by a search space {name!r} this ssnas does not have, expected one of "
+                        f"{', '.join(SPACES.names())}")
+    check = SPACES.entry(name).meta.get("check_checkpoint")
+    if check is not None:
+        check(space, state, path)
     try:
         with torch.device("meta"):
-            probe = create_model(space)
+            probe = create_model(space, space=name)
     except UserError as exc:
         raise UserError(f"{path}: stored space: {exc}") from None
     expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
@@ -171,7 +174,7 @@ def model_from_checkpoint(payload: dict, path: str | Path):
         raise UserError(f"{path}: weights do not fit the stored space (first difference: {diff[0]} "
                         f"{'expected ' + str(expected.get(diff[0])) if diff[0] in expected else 'unexpected'}, "
                         f"stored {stored.get(diff[0], 'missing')})")
-    model = create_model(space)
+    model = create_model(space, space=name)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

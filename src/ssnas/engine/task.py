@@ -106,7 +106,7 @@ class SegmentationTask:
         m = self.cfg.model
         overrides = {k: getattr(m, k) for k in ("layers", "filters", "expansion", "sampling", "kernel_sizes",
                                                 "mixture", "head_channels", "squeeze_excite", "shared_kernels")}
-        model = create_model(m.variant, num_classes=self.num_classes(), **overrides)
+        model = create_model(m.variant, space=m.space, num_classes=self.num_classes(), **overrides, **m.options)
         if m.init_checkpoint:
             payload = load_checkpoint(m.init_checkpoint)
             _load_into(model, payload["model"], m.init_checkpoint, arch_only=False)
@@ -157,6 +157,11 @@ class SegmentationTask:
                      ignore_index=self.cfg.data.ignore_index, **kwargs)
         return {"score": r["miou"], **r}
 
+    def space_record(self, model) -> dict:
+        """The checkpoint's ``space``: the space's hyperparameters and its registered name (what
+        ``checkpoint.model_from_checkpoint`` rebuilds the supernet from)."""
+        return {**model.cfg.to_dict(), "search_space": model.space_name}
+
     def describe(self) -> dict:
         c = self.dataset("val").classes
         return {"classes": {"names": list(c.names), "colors": [list(map(int, col)) for col in c.colors],
@@ -164,14 +169,15 @@ class SegmentationTask:
 
 
 def _load_into(model, state: dict, source: str, arch_only: bool) -> None:
-    """Copy a checkpoint's weights and/or architecture (alpha, beta, masks) into ``model``."""
-    keys = ("alpha", "beta", "edge_mask", "op_mask")
+    """Copy a checkpoint's weights and/or architecture (``arch_state_keys()``: α, β, masks) into ``model``."""
+    keys = model.arch_state_keys()
     if arch_only:
         own = model.state_dict()
         for k in keys:
             if k not in state or state[k].shape != own[k].shape:
-                raise UserError(f"{source}: its architecture ({k}) does not fit model {model.cfg.layers} layers x "
-                                f"{len(model.cfg.kernel_sizes)} kernels, expected the same search space")
+                found = tuple(state[k].shape) if k in state else "missing"
+                raise UserError(f"{source}: its architecture ({k}: {found}) does not fit this model's "
+                                f"({tuple(own[k].shape)}), expected the same search space and size")
         with torch.no_grad():
             for k in keys:
                 own[k].copy_(state[k])

@@ -340,7 +340,7 @@ class Trainer:
     def _payload(self) -> dict:
         st = dict(self.state)
         return {
-            "space": self.model.cfg.to_dict() if hasattr(self.model.cfg, "to_dict") else dict(self.model.cfg),
+            "space": self.task.space_record(self.model),
             **self.task.describe(),
             "model": self.model.state_dict(),
             "config": to_dict(self.cfg),
