@@ -13,7 +13,7 @@ from ssnas.cli import main
 from ssnas.config import CHOICES, load_config
 from ssnas.darts.genotypes import SPACES
 from ssnas.darts.model_search import dots_temperature
-from ssnas.darts.task import DartsTask, DotsAnnealing, count_ops
+from ssnas.tasks.darts import DartsTask, DotsAnnealing, count_ops
 from ssnas.engine.checkpoint import load_checkpoint
 from ssnas.engine.schedule import Phases, cosine_lr_factor
 from ssnas.engine.tracking import EarlyStopRule, HessianSettings, HessianTracker, fixed_batch
@@ -22,13 +22,14 @@ from ssnas.hessian import MAX_EXACT_DIM, dominant_eigenvalue
 # digits (16x16), a 3-layer network of 2 channels, 2 epochs x 2 steps, the exact Hessian after every epoch
 TINY = {"name": "darts-tiny", "task": "darts", "seed": 0,
         "darts": {"space": "s1", "channels": 2, "layers": 3, "dataset": "digits", "batch_size": 8,
-                  "hessian_every": 1, "hessian_batch": 4, "hessian_method": "exact"},
+                  "hessian_batch": 4, "hessian_method": "exact"},
         "protocol": {"epochs": 2, "warmup": 0.0, "search": 1.0, "finetune": 0.0, "entropy_start": 0.0,
                      "split": "split", "iters_per_epoch": 2},
         "optim": {"lr": 0.025, "min_lr": 0.001, "schedule": "cosine", "weight_decay": 3e-4, "grad_clip": 5.0},
         "arch_optim": {"lr": 3e-4, "betas": [0.5, 0.999], "weight_decay": 1e-3},
         "data": {"workers": 0}, "eval": {"interval": 1000, "max_images": 16},
-        "run": {"device": "cpu", "tensorboard": False, "progress": False, "threads": 1, "channels_last": False}}
+        "run": {"device": "cpu", "tensorboard": False, "progress": False, "threads": 1, "channels_last": False,
+                "hessian_every": 1}}
 
 
 def write(path, data):
@@ -229,7 +230,8 @@ def test_config_errors(tmp_path, capsys):
     assert main(["search", "--config", cifar, "--out", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err.strip()
     assert "data_batch_1: CIFAR-10 batch file missing" in err and len(err.splitlines()) == 1
-    es = write(tmp_path / "es.yaml", {**TINY, "darts": {**TINY["darts"], "early_stop": True, "hessian_every": 0}})
+    es = write(tmp_path / "es.yaml", {**TINY, "darts": {**TINY["darts"], "early_stop": True},
+                                      "run": {**TINY["run"], "hessian_every": 0}})
     assert main(["search", "--config", es, "--out", str(tmp_path / "z")]) == 2
     assert "darts.early_stop: needs the eigenvalue" in capsys.readouterr().err
 

@@ -203,7 +203,7 @@ def test_predict_writes_masks_overlays_and_labels(smoke_run, demo_root, tmp_path
         assert (out / f"{n}_overlay.png").is_file()
     # the label PNG is the argmax of the model on the normalized image
     from ssnas.data import build_dataset
-    from ssnas.engine.checkpoint import load_model
+    from ssnas.tasks.segmentation import load_model
     model, payload = load_model(smoke_run / "checkpoints" / "last.pt")
     cfg = load_config(None, {**payload["config"], "data": {**payload["config"]["data"], "root": str(demo_root)}})
     ds = build_dataset(cfg.data, "val", train=False)
@@ -223,7 +223,7 @@ def test_predict_writes_masks_overlays_and_labels(smoke_run, demo_root, tmp_path
 def test_architecture_json_and_costs(smoke_run, capsys):
     """architecture.json matches the last checkpoint; summary.json and the printout give the costs."""
     from ssnas.cli.search import print_summary
-    from ssnas.engine.checkpoint import load_model
+    from ssnas.tasks.segmentation import load_model
     from ssnas.space.architecture import describe_architecture
 
     arch = json.loads((smoke_run / "architecture.json").read_text())

@@ -34,7 +34,7 @@ class ModelConfig:
     expansion: Optional[float] = None
     sampling: Optional[float] = None
     kernel_sizes: Optional[list[int]] = None
-    mixture: Optional[str] = None          # kernel | output
+    mixture: Optional[str] = None          # kernel | output (space/cell.py: MIXTURES)
     head_channels: Optional[int] = None
     squeeze_excite: Optional[bool] = None
     shared_kernels: Optional[bool] = None
@@ -48,7 +48,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    format: str = "folder"                 # folder | cityscapes
+    format: str = "folder"                 # a registered format: folder | cityscapes (ssnas.data.formats)
     root: str = ""
     make_demo: bool = False                # write the embedded demo dataset at `root` when it is missing
     demo_preset: str = "demo"              # which demo dataset make_demo writes (data/demo_presets.py)
@@ -139,7 +139,7 @@ class RunConfig:
     compile: bool = False
     max_bad_steps: int = 5                 # stop after this many consecutive non-finite steps
     threads: Optional[int] = None          # torch.set_num_threads on CPU
-    hessian_every: int = 0                 # segmentation: eigenvalue of ∇²_{α,β} L_B every k epochs (0: off)
+    hessian_every: int = 0                 # dominant eigenvalue of ∇²_{arch} L_B every k epochs, any task (0: off)
 
 
 @dataclass
@@ -152,7 +152,6 @@ class DartsConfig:
     dataset: str = "cifar10"               # cifar10 | digits | fashion-mnist
     data_root: str = ""                    # cifar10: the cifar-10-batches-py folder
     batch_size: int = 64
-    hessian_every: int = 0                 # dominant eigenvalue of ∇²_α L_valid every k epochs (0: off)
     hessian_batch: int = 64                # images of the fixed validation batch
     hessian_method: str = "auto"           # auto | exact | power (exact above 128 dims falls back to power)
     early_stop: bool = False               # DARTS-ES: stop when the local-average eigenvalue grows > factor
@@ -166,7 +165,7 @@ class DartsConfig:
 class ExperimentConfig:
     name: str = "experiment"
     seed: int = 0
-    task: str = "segmentation"             # segmentation | darts
+    task: str = "segmentation"             # a registered task: segmentation | darts (ssnas.tasks)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
@@ -189,12 +188,22 @@ def _mixtures():
     return MIXTURES
 
 
+def _formats():
+    from ssnas.data.formats import FORMATS
+    return FORMATS
+
+
+def _tasks():
+    from ssnas.tasks import TASKS
+    return TASKS
+
+
 # Registry-backed choices (``Choices``) are read from the registry when a key is checked: a new space, mixture
 # mode, dataset format or task is one registered module, and appears here without an edit.
 CHOICES = {
     "model.space": Choices(_spaces),
     "model.mixture": Choices(_mixtures),
-    "data.format": ("folder", "cityscapes"),
+    "data.format": Choices(_formats),
     "data.labels": ("fine", "coarse", "both"),
     "protocol.split": ("joint", "split", "half"),
     "protocol.weight_labels": ("fine", "coarse", "both", "none"),
@@ -202,7 +211,7 @@ CHOICES = {
     "entropy.scaling": ("constant", "linear"),
     "entropy.reduction": ("mean", "sum"),
     "run.amp": ("none", "bf16", "fp16", "auto"),
-    "task": ("segmentation", "darts"),
+    "task": Choices(_tasks),
     "optim.schedule": ("poly", "cosine"),
     "darts.space": ("darts", "s1", "s2", "s3", "s4"),   # = ssnas.darts.genotypes.SPACES (a test checks)
     "darts.topology": ("none", "dots"),
@@ -234,7 +243,7 @@ BOUNDS = {
     "run.checkpoint_interval": "[1, inf)", "run.keep_every": "[0, inf)", "run.max_bad_steps": "[1, inf)",
     "run.threads": "[1, 4096]", "run.hessian_every": "[0, inf)",
     "darts.channels": "[1, 4096]", "darts.layers": "[3, 1000]", "darts.batch_size": "[1, inf)",
-    "darts.hessian_every": "[0, inf)", "darts.hessian_batch": "[1, inf)", "darts.early_stop_factor": "(1, inf)",
+    "darts.hessian_batch": "[1, inf)", "darts.early_stop_factor": "(1, inf)",
     "darts.early_stop_window": "[1, inf)", "darts.early_stop_delta": "[1, inf)", "darts.early_stop_start": "[0, inf)",
 }
 
@@ -317,6 +326,68 @@ def check_value(key: str, value: Any, flag: str | None = None) -> Any:
     except UserError as exc:
         raise UserError(str(exc).replace(key, flag, 1) if flag else str(exc)) from None
     return value
+
+
+# Keys that were renamed: old → new. A file (or a run's saved config.yaml) with the old key still loads: a set
+# old key is read as the new one, with a one-line note saying what changed; old and new both set differently
+# is a one-line error. ``config_hash`` keeps the old spelling where results were stored under it (HASH_SPELLING).
+RENAMED = {
+    "darts.hessian_every": "run.hessian_every",   # one key for every task's Hessian tracking
+}
+# (task, new key) → the key config_hash spells it with: the DARTS study's stored results are keyed by hashes
+# computed when that task read darts.hessian_every, so a renamed key must not move them.
+HASH_SPELLING = {("darts", "run.hessian_every"): "darts.hessian_every"}
+
+
+def _get(data: dict, key: str, default=None):
+    node = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _pop(data: dict, key: str) -> None:
+    *sections, name = key.split(".")
+    node = data
+    for part in sections:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(name, None)
+
+
+def _set(data: dict, key: str, value) -> None:
+    *sections, name = key.split(".")
+    node = data
+    for part in sections:
+        node = node.setdefault(part, {})
+    node[name] = value
+
+
+def _rename_keys(data: dict, where: str) -> dict:
+    """Read renamed keys (``RENAMED``) under their new names; see there."""
+    import copy
+    import warnings
+
+    missing = object()
+    for old, new in RENAMED.items():
+        value = _get(data, old, missing)
+        if value is missing:
+            continue
+        data = copy.deepcopy(data)
+        _pop(data, old)
+        default = _get(to_dict(ExperimentConfig()), new)
+        current = _get(data, new, missing)
+        if value == default:            # e.g. the 0 every saved config.yaml of an older version holds
+            continue
+        if current is not missing and current != default and current != value:
+            raise UserError(f"{where}{old}: renamed {new}, and both are set ({value!r} and {current!r}); "
+                            f"expected only {new}")
+        _set(data, new, value)
+        warnings.warn(f"{where}{old} is now {new} (one key for every task); read as {new}: {value!r}",
+                      FutureWarning, stacklevel=3)
+    return data
 
 
 def _from_dict(cls, data: dict, prefix: str = ""):
@@ -467,6 +538,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         data = deep_merge(data, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
     prefix = f"{path}: " if path is not None else ""
     try:
+        data = _rename_keys(data, prefix) if isinstance(data, dict) else data
         cfg = _from_dict(ExperimentConfig, data)
     except UserError as exc:
         raise UserError(f"{prefix}{exc}") from None
@@ -509,8 +581,8 @@ def validate(cfg: ExperimentConfig, prefix: str = "") -> None:
     if cfg.model.kernel_sizes is not None and (not cfg.model.kernel_sizes
                                                or any(k % 2 == 0 for k in cfg.model.kernel_sizes)):
         bad("model.kernel_sizes", f"{list(cfg.model.kernel_sizes)}, expected a non-empty list of odd sizes")
-    if cfg.darts.early_stop and cfg.darts.hessian_every == 0:
-        bad("darts.early_stop", "needs the eigenvalue, expected darts.hessian_every > 0")
+    if cfg.darts.early_stop and cfg.run.hessian_every == 0:
+        bad("darts.early_stop", "needs the eigenvalue, expected run.hessian_every > 0")
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
@@ -527,8 +599,17 @@ def digest(data) -> str:
 
 
 def identity(cfg: ExperimentConfig) -> dict:
-    """What defines a run: the config's keys that differ from their defaults (see :func:`config_hash`)."""
-    return _non_default(to_dict(cfg), to_dict(ExperimentConfig()))
+    """What defines a run: the config's keys that differ from their defaults (see :func:`config_hash`), renamed
+    keys spelled as when results were first stored under them (``HASH_SPELLING``)."""
+    out = _non_default(to_dict(cfg), to_dict(ExperimentConfig()))
+    for (task, new), old in HASH_SPELLING.items():
+        value = _get(out, new, _MISSING)
+        if cfg.task == task and value is not _MISSING:
+            _pop(out, new)
+            if not out.get(new.split(".")[0]):
+                out.pop(new.split(".")[0], None)
+            _set(out, old, value)
+    return out
 
 
 def _non_default(data: dict, default: dict) -> dict:

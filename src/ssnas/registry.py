@@ -35,10 +35,12 @@ class Registry:
     """A name → builder table, populated by importing the modules of ``packages`` on first use.
 
     ``what`` names the extension point in messages ("search space"); ``key`` is the config key whose
-    choices the table defines ("model.space"), used to word a wrong name as a one-line UserError."""
+    choices the table defines ("model.space"), used to word a wrong name as a one-line UserError;
+    ``default`` (the config key's default) is listed first, the others in registration order."""
 
-    def __init__(self, what: str, packages: Tuple[str, ...] = (), key: Optional[str] = None):
-        self.what, self.packages, self.key = what, tuple(packages), key
+    def __init__(self, what: str, packages: Tuple[str, ...] = (), key: Optional[str] = None,
+                 default: Optional[str] = None):
+        self.what, self.packages, self.key, self.default = what, tuple(packages), key, default
         self._entries: Dict[str, Entry] = {}
         self._populated = not self.packages
 
@@ -66,16 +68,20 @@ class Registry:
 
     # ------------------------------------------------------------------ looking up
     def names(self) -> List[str]:
-        """Registered names, in registration order (the first is the default where there is one)."""
+        """Registered names: the default first, then in registration order."""
         self.populate()
-        return list(self._entries)
+        names = list(self._entries)
+        if self.default in self._entries:
+            names.remove(self.default)
+            names.insert(0, self.default)
+        return names
 
     def entry(self, name: str) -> Entry:
         self.populate()
         if name not in self._entries:
             where = f"{self.key}: " if self.key else ""
             raise UserError(f"{where}{name!r} is not a registered {self.what}, expected one of "
-                            f"{', '.join(self._entries)}")
+                            f"{', '.join(self.names())}")
         return self._entries[name]
 
     def get(self, name: str) -> Any:

@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ssnas.engine.checkpoint import load_model
+    from ssnas.tasks.segmentation import load_model
     from ssnas.export import fuse_supernet, save_fused
 
     from ssnas.engine.checkpoint import resolve_checkpoint_path

@@ -103,6 +103,7 @@ def plot_run(run_dir, model, phases) -> dict:
         "entropy": str(plot_entropy(records, phases, run_dir.plots / "entropy.png")),
         "training": str(plot_training(records, phases, run_dir.plots / "training.png")),
     }
-    if hasattr(model, "beta_hat"):
+    from ssnas.space.supernet import SuperNet
+    if isinstance(model, SuperNet):   # the grid's picture (β̂ on the grid, α̂ per cell)
         out["architecture"] = str(plot_supernet_architecture(model, run_dir.plots / "architecture.png"))
     return out

@@ -28,7 +28,7 @@ from ssnas.registry import Registry
 DEFAULT_SPACE = "grid"   # the paper's space; a checkpoint or fused spec that names none is a grid
 FUSED_FORMAT, FUSED_VERSION = "ssnas-fused", 1   # the header of a fused network's spec and file
 
-SPACES = Registry("search space", packages=("ssnas.space",), key="model.space")
+SPACES = Registry("search space", packages=("ssnas.space",), key="model.space", default=DEFAULT_SPACE)
 
 
 def register_space(name: str, fused: Optional[type] = None, **meta):

@@ -18,7 +18,7 @@ from ssnas.ops.fold import FOLD_DTYPE
 from ssnas.registry import Registry
 from ssnas.space.operations import InvertedBottleneck, channel_shuffle
 
-MIXTURES = Registry("mixture mode", key="model.mixture")
+MIXTURES = Registry("mixture mode", key="model.mixture", default="kernel")
 
 
 @MIXTURES.register("kernel")

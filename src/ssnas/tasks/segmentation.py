@@ -1,25 +1,20 @@
-"""What the engine trains: a *task* couples a search space with its data and its metric.
-
-The engine (``trainer.py``) is the same for every task; the segmentation supernet and the DARTS
-classification network differ only here. A task provides:
-
-- ``build_model()`` — an ``nn.Module`` with ``arch_parameters()``, ``weight_parameters()``,
-  ``arch_distributions()``, ``freeze_architecture()``, ``arch_frozen``;
-- ``build_streams(rank, world)`` — ``{"a": BatchStream, "b": BatchStream, "finetune": BatchStream}``
-  of dict batches with ``"image"`` and ``"label"`` (``"b"`` may be None when there is no search phase);
-- ``loss(logits, batch)`` — the training criterion;
-- ``evaluate(model, rank, world)`` — a dict with ``"score"`` (higher is better) and task metrics;
-- ``describe()`` — JSON-able facts stored in checkpoints (e.g. the class table).
+"""The paper's task (``task: segmentation``): a registered search space (``model.space``, the grid by default)
+on a segmentation dataset (``data.format``), scored by mIoU. Also the one place that rebuilds a supernet
+from a checkpoint (:func:`load_model`). The contract is :class:`ssnas.tasks.Task`.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from ssnas.engine import distributed
+from ssnas.engine.checkpoint import check_fields, load_checkpoint
 from ssnas.engine.streams import BatchStream, collate, split_indices
 from ssnas.errors import UserError
+from ssnas.tasks import TaskBase, register_task
 
 
 def cross_entropy(logits: torch.Tensor, label: torch.Tensor, ignore_index: int, reduction: str = "mean"):
@@ -31,11 +26,12 @@ def cross_entropy(logits: torch.Tensor, label: torch.Tensor, ignore_index: int, 
     return F.cross_entropy(logits, label, ignore_index=ignore_index, reduction=reduction)
 
 
-class SegmentationTask:
+@register_task("segmentation")
+class SegmentationTask(TaskBase):
     """The paper's task: a supernet (§3.1) on a segmentation dataset (Cityscapes or a folder dataset)."""
 
     def __init__(self, cfg):
-        self.cfg = cfg
+        super().__init__(cfg)
         self._datasets = {}
         self.classes = None
         self._augment = None
@@ -43,7 +39,6 @@ class SegmentationTask:
     # ------------------------------------------------------------------ data
     def _prepare_data(self) -> None:
         d = self.cfg.data
-        from pathlib import Path
         if d.make_demo and d.root and not Path(d.root).exists():  # a dataset already there is used as it is
             from ssnas.data.demo import make_demo_dataset
             from ssnas.data.demo_presets import PRESETS
@@ -100,8 +95,7 @@ class SegmentationTask:
 
     # ------------------------------------------------------------------ model
     def build_model(self):
-        from ssnas.engine.checkpoint import load_checkpoint
-        from ssnas.space.variants import create_model
+        from ssnas.space.base import create_model
 
         m = self.cfg.model
         overrides = {k: getattr(m, k) for k in ("layers", "filters", "expansion", "sampling", "kernel_sizes",
@@ -187,3 +181,47 @@ def _load_into(model, state: dict, source: str, arch_only: bool) -> None:
     except RuntimeError as exc:
         raise UserError(f"{source}: weights do not fit this model ({str(exc).splitlines()[0][:160]})") from None
     model.unfreeze_architecture()  # the protocol of this run decides when the architecture is frozen
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
+    """(supernet with the checkpoint's weights and architecture, the checkpoint dict)."""
+    payload = load_checkpoint(path, map_location, require=("model", "space"))
+    return model_from_checkpoint(payload, path).to(map_location), payload
+
+
+def model_from_checkpoint(payload: dict, path: str | Path):
+    """The supernet a loaded checkpoint describes (its ``space`` record names the registered search space,
+    ``search_space``; none: the grid), with its weights and architecture.
+
+    The stored record is checked against the stored tensors (the space's ``check_checkpoint``, then the
+    shapes of a copy built on the meta device: no memory) before the model is built: a crafted ``space``
+    asking for a million layers is refused, not built until killed."""
+    from ssnas.space.base import DEFAULT_SPACE, SPACES, create_model
+
+    check_fields(payload, path, require=("model", "space"))
+    space, state = dict(payload["space"]), payload["model"]
+    name = space.pop("search_space", DEFAULT_SPACE)
+    if name not in SPACES:
+        raise UserError(f"{path}: written by a search space {name!r} this ssnas does not have, expected one of "
+                        f"{', '.join(SPACES.names())}")
+    check = SPACES.entry(name).meta.get("check_checkpoint")
+    if check is not None:
+        check(space, state, path)
+    try:
+        with torch.device("meta"):
+            probe = create_model(space, space=name)
+    except UserError as exc:
+        raise UserError(f"{path}: stored space: {exc}") from None
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != stored:
+        diff = sorted(set(expected.items()) ^ set(stored.items()))[0]
+        raise UserError(f"{path}: weights do not fit the stored space (first difference: {diff[0]} "
+                        f"{'expected ' + str(expected.get(diff[0])) if diff[0] in expected else 'unexpected'}, "
+                        f"stored {stored.get(diff[0], 'missing')})")
+    model = create_model(space, space=name)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not fit the stored space ({str(exc).splitlines()[0][:160]})") from None
+    return model
