@@ -90,7 +90,7 @@ def test_dots_annealing_sets_the_temperature():
     temps = []
     for epoch in range(5):
         hook.epoch_start(trainer, epoch)
-        temps.append(hook(trainer, epoch, {})["dots_temperature"])
+        temps.append(hook.epoch_end(trainer, epoch, {})["dots_temperature"])
     assert temps[0] == pytest.approx(10.0) and temps[-1] == pytest.approx(0.02)
     assert temps[2] == pytest.approx(dots_temperature(0.5)) == pytest.approx(10 * (0.02 / 10) ** 0.5)
     assert all(x > y for x, y in zip(temps, temps[1:]))

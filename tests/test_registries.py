@@ -119,3 +119,71 @@ def test_op_builds_and_folds_exactly(name, stride):
     assert y.shape == (2, 4, 8 // stride, 8 // stride)
     assert float((yf - y).abs().max()) < 1e-5
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+
+
+@pytest.mark.parametrize("mixture", list(__import__("ssnas.space.cell", fromlist=["MIXTURES"]).MIXTURES.names()))
+def test_every_mixture_mode_builds_and_fuses_exactly(mixture):
+    from ssnas.config import CHOICES
+    assert mixture in CHOICES["model.mixture"]
+    torch.manual_seed(0)
+    model = randomize(create_model("tiny", num_classes=3, mixture=mixture))
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert float((model.fuse().eval()(x) - model(x)).abs().max()) < TOL
+
+
+# ------------------------------------------------------------------------------- dataset formats and tasks
+def _format_trees():
+    from helpers_data import make_cityscapes_tree, make_folder_tree
+    return {"folder": make_folder_tree, "cityscapes": make_cityscapes_tree}
+
+
+def _formats():
+    from ssnas.data.formats import FORMATS
+    return FORMATS.names()
+
+
+@pytest.mark.parametrize("name", _formats())
+def test_every_dataset_format_is_a_config_choice_and_reads_its_layout(name, tmp_path):
+    from ssnas.config import CHOICES, load_config
+    from ssnas.data import build_dataset
+    from ssnas.data.check import check_dataset
+    from ssnas.data.formats import detect_format
+
+    assert name in CHOICES["data.format"]
+    trees = _format_trees()
+    assert name in trees, f"dataset format {name!r} has no tiny tree in this test: add its builder"
+    root = trees[name](tmp_path / name)
+    assert detect_format(root) == name
+    cfg = load_config(None, {"data": {"format": name, "root": str(root), "crop_size": [16, 16],
+                                      "ignore_index": 255}})
+    ds = build_dataset(cfg.data, "val", train=False)
+    assert len(ds) > 0 and ds[0]["image"].shape[0] == 3
+    report = check_dataset(root, name)
+    assert report.format == name and report.splits and report.classes is not None
+
+
+def _tasks():
+    from ssnas.tasks import TASKS
+    return TASKS.names()
+
+
+@pytest.mark.parametrize("name", _tasks())
+def test_every_task_is_a_config_choice_and_builds(name):
+    from ssnas.config import CHOICES, load_config
+    from ssnas.tasks import Task, build_task
+
+    assert name in CHOICES["task"]
+    task = build_task(load_config(None, {"task": name}))
+    assert isinstance(task, Task) and type(task).__module__.startswith("ssnas.tasks.")
+    assert all(hasattr(h, "epoch_end") for h in task.hooks())
+
+
+def test_a_wrong_name_is_one_line_naming_the_choices():
+    from ssnas.config import load_config
+    from ssnas.errors import UserError
+    for key, section in (("space", "model"), ("format", "data"), ("mixture", "model")):
+        with pytest.raises(UserError, match=rf"{section}.{key}: 'nope' is not one of \w+"):
+            load_config(None, {section: {key: "nope"}})
+    with pytest.raises(UserError, match="task: 'nope' is not one of segmentation, darts"):
+        load_config(None, {"task": "nope"})
