@@ -146,7 +146,8 @@ def test_exact_falls_back_to_power_above_max_exact(capsys):
     data = [{"image": torch.ones(1), "label": torch.zeros((), dtype=torch.long)} for _ in range(4)]
     stream = SimpleNamespace(dataset=data, indices=list(range(4)))
     trainer = SimpleNamespace(model=model, streams={"b": stream}, cfg=load_config(None, TINY),
-                              device=torch.device("cpu"), task=SimpleNamespace(loss=lambda logits, b: logits.sum()),
+                              device=torch.device("cpu"), task=SimpleNamespace(loss=lambda logits, b: logits.sum(),
+                                                                  augment=lambda batch, device: batch),
                               logger=SimpleNamespace(message=print))
     tracker = HessianTracker(HessianSettings(every=1, batch=4, method="exact"))
     before = model.bn.running_mean.clone()

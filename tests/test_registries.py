@@ -187,3 +187,23 @@ def test_a_wrong_name_is_one_line_naming_the_choices():
             load_config(None, {section: {key: "nope"}})
     with pytest.raises(UserError, match="task: 'nope' is not one of segmentation, darts"):
         load_config(None, {"task": "nope"})
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_checkpoint_record_rebuilds_the_space_and_old_records_are_grids(name):
+    from ssnas.errors import UserError
+    from ssnas.tasks.segmentation import SegmentationTask, model_from_checkpoint
+
+    model = randomize(tiny(name, seed=3))
+    record = SegmentationTask.space_record(None, model)
+    assert record["search_space"] == name
+    payload = {"space": record, "model": model.state_dict()}
+    rebuilt = model_from_checkpoint(payload, "ckpt.pt").eval()
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+    if name == "grid":   # written before spaces were registered: no search_space, read as the grid
+        old = {"space": {k: v for k, v in record.items() if k != "search_space"}, "model": model.state_dict()}
+        assert type(model_from_checkpoint(old, "old.pt")) is type(model)
+    with pytest.raises(UserError, match="ckpt.pt: written by a search space 'nope' this ssnas does not have"):
+        model_from_checkpoint({"space": {**record, "search_space": "nope"}, "model": model.state_dict()}, "ckpt.pt")

@@ -7,11 +7,13 @@ so the kernel mixture costs one convolution instead of three.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssnas.ops.fold import FOLD_DTYPE, copy_conv, fold_bn, fuse_conv_bn, set_conv
+from ssnas.ops.fold import FOLD_DTYPE, fold_bn, fuse_conv_bn, set_conv
 from ssnas.space.depthwise import depthwise_conv
 
 SE_REDUCTION = 4  # squeeze width = expanded width / 4 (MobileNetV3)
@@ -50,10 +52,7 @@ class SqueezeExcite(nn.Module):
 
     def fuse(self) -> "SqueezeExcite":
         """Nothing to fold (no BN): a copy."""
-        out = SqueezeExcite.__new__(SqueezeExcite)
-        nn.Module.__init__(out)
-        out.reduce, out.expand = copy_conv(self.reduce), copy_conv(self.expand)
-        return out
+        return copy.deepcopy(self)
 
 
 class MixedDepthwise(nn.Module):
