@@ -208,3 +208,23 @@ def test_checkpoint_record_rebuilds_the_space_and_old_records_are_grids(name):
         assert type(model_from_checkpoint(old, "old.pt")) is type(model)
     with pytest.raises(UserError, match="ckpt.pt: written by a search space 'nope' this ssnas does not have"):
         model_from_checkpoint({"space": {**record, "search_space": "nope"}, "model": model.state_dict()}, "ckpt.pt")
+
+
+def test_registry_decorator_default_first_and_one_line_errors():
+    from ssnas.errors import UserError
+    from ssnas.registry import Choices, Registry
+
+    reg = Registry("widget", key="model.widget", default="b")
+
+    @reg.register("a", size=1)
+    def build_a():
+        return "A"
+
+    reg.register("b", lambda: "B")
+    assert reg.names() == ["b", "a"] and list(Choices(lambda: reg)) == ["b", "a"] and "a" in Choices(lambda: reg)
+    assert reg.build("a") == "A" and reg.entry("a").meta == {"size": 1}
+    reg.register("a", build_a)   # the same builder again (a module imported twice): fine
+    with pytest.raises(ValueError, match="widget 'a' is registered twice"):
+        reg.register("a", lambda: "other")
+    with pytest.raises(UserError, match="^model.widget: 'c' is not a registered widget, expected one of b, a$"):
+        reg.get("c")

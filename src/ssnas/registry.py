@@ -42,7 +42,7 @@ class Registry:
                  default: Optional[str] = None):
         self.what, self.packages, self.key, self.default = what, tuple(packages), key, default
         self._entries: Dict[str, Entry] = {}
-        self._populated = not self.packages
+        self._populated, self._populating = not self.packages, False
 
     # ------------------------------------------------------------------ registering
     def register(self, name: str, builder: Any = None, **meta) -> Any:
@@ -57,14 +57,18 @@ class Registry:
 
     def populate(self) -> None:
         """Import every module of the registry's packages once: their decorators fill the table."""
-        if self._populated:
+        if self._populated or self._populating:   # (a module being imported may look a name up)
             return
-        self._populated = True
-        for package in self.packages:
-            pkg = importlib.import_module(package)
-            for info in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
-                if not info.name.startswith("_"):
-                    importlib.import_module(f"{package}.{info.name}")
+        self._populating = True
+        try:
+            for package in self.packages:
+                pkg = importlib.import_module(package)
+                for info in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
+                    if not info.name.startswith("_"):
+                        importlib.import_module(f"{package}.{info.name}")
+            self._populated = True   # only once every module imported: a failure is raised again next time
+        finally:
+            self._populating = False
 
     # ------------------------------------------------------------------ looking up
     def names(self) -> List[str]:
