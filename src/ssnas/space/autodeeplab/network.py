@@ -1,0 +1,286 @@
+"""The Auto-DeepLab supernet (Liu et al., CVPR 2019, §3.2): a trellis of L layers over strides 4, 8, 16, 32.
+
+Nodes: the stem gives layer 0 at stride 4; layer l ≥ 1 has levels 0 … min(l, 3) (stride 4·2^i), as in
+Auto-DeepLab's Fig. 1 (the network can at most halve the resolution once per layer). Block width at level i
+is C_i = F·2^i, a node's output B·C_i.
+
+Auto-DeepLab Eq. 6: a node is the β̂-weighted sum of one cell per incoming transition,
+    ^sH^l = β̂_{s/2→s} Cell(^{s/2}H^{l-1}, ^sH^{l-2}; α) + β̂_{s→s} Cell(^sH^{l-1}, ^sH^{l-2}; α)
+          + β̂_{2s→s} Cell(^{2s}H^{l-1}, ^sH^{l-2}; α),
+each cell with its own weights and the one α of the network. Eq. 7 normalizes β over each node's
+*outgoing* transitions (β_{s→s/2} + β_{s→s} + β_{s→2s} = 1): ``beta_normalization: outgoing`` (default).
+``incoming`` normalizes over the transitions into a node instead (what ssnas's grid, Eq. 2 of the
+single-stage paper, and one public port do). Where ^sH^{l-2} does not exist (early layers), the finest
+existing node of layer l-2 takes its place (the stem's stride-2 output for l = 1), resampled.
+
+β is stored like the grid's: (L, 4, 3), row (l, i) = the transitions into node (l+1, i) from levels i-1, i,
+i+1 (strides s/2, s, 2s). α: (edges, 8), one row per cell edge (``cell_edges``). Discretization is by masks,
+as in the grid: masked choices get weight exactly 0 and the softmax renormalizes over the rest.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ssnas.space.autodeeplab.cell import INPUTS_PER_BLOCK, PRIMITIVES, SearchCell, cell_edges
+from ssnas.space.autodeeplab.heads import SearchASPP, Stem, upsample_to
+
+LEVELS = 4
+OUTPUT_STRIDE = 32                 # coarsest level; inputs are padded to a multiple of it
+EDGE_OFFSETS = (-1, 0, 1)          # β's last axis: from level i-1 (stride s/2), i (s), i+1 (2s)
+ARCH_INIT_STD = 1e-3               # DARTS / Auto-DeepLab initialize architecture logits near zero
+NORMALIZATIONS = ("outgoing", "incoming")
+
+
+@dataclass
+class AutoDeepLabConfig:
+    """Hyperparameters of the Auto-DeepLab supernet (its search: L = 12, B = 5, F = 8)."""
+    layers: int = 12
+    filters: int = 8                        # F: block width at stride 4 (C_i = F·2^i)
+    blocks: int = 5                         # B
+    stem_channels: int = 64                 # the stem's widths: 64, 64, 128
+    aspp_rate_base: int = 96                # the search ASPP's atrous rate at stride s: 96 / s
+    beta_normalization: str = "outgoing"    # Auto-DeepLab Eq. 7
+    primitives: tuple = field(default=PRIMITIVES)
+    num_classes: int = 19
+    in_channels: int = 3
+
+    def widths(self) -> list[int]:
+        return [self.filters * 2 ** i for i in range(LEVELS)]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["primitives"] = list(self.primitives)
+        return d
+
+
+def levels_at(layer: int) -> range:
+    """Levels present at ``layer`` (0 = the stem's stride-4 output)."""
+    return range(min(layer, LEVELS - 1) + 1)
+
+
+def transition_mask(layers: int) -> Tensor:
+    """(L, 4, 3) bool: transition (l, i, j) into node (l+1, i) from node (l, i + EDGE_OFFSETS[j]) exists."""
+    valid = torch.zeros(layers, LEVELS, len(EDGE_OFFSETS), dtype=torch.bool)
+    for t in range(layers):
+        for i in levels_at(t + 1):
+            for j, off in enumerate(EDGE_OFFSETS):
+                valid[t, i, j] = (i + off) in levels_at(t)
+    return valid
+
+
+def outgoing_index(layers: int) -> tuple[Tensor, Tensor]:
+    """β in source-major order: ``index`` (L, 4, 3) into the flat destination-major β, and its validity.
+    Row (t, k) lists the transitions out of node (t, k) to levels k-1, k, k+1; the one to level k + d is
+    stored at destination (t, k + d), slot of offset -d."""
+    valid_dst = transition_mask(layers)
+    index = torch.zeros(layers, LEVELS, 3, dtype=torch.long)
+    valid = torch.zeros(layers, LEVELS, 3, dtype=torch.bool)
+    for t in range(layers):
+        for k in range(LEVELS):
+            for m, d in enumerate(EDGE_OFFSETS):
+                i, j = k + d, EDGE_OFFSETS.index(-d)
+                if 0 <= i < LEVELS and valid_dst[t, i, j]:
+                    index[t, k, m] = (t * LEVELS + i) * 3 + j
+                    valid[t, k, m] = True
+    return index, valid
+
+
+def safe_masked_softmax(logits: Tensor, valid: Tensor) -> Tensor:
+    """Softmax over the valid entries of each row; 0 elsewhere, and rows without a valid entry are all 0 with a
+    finite (zero) gradient. (A decoded cell drops whole edges, and a source node can lose every outgoing
+    transition: ``ssnas.arch.masked_softmax`` would give such rows a NaN gradient.)"""
+    any_valid = valid.any(-1, keepdim=True)
+    lse = torch.logsumexp(logits.masked_fill(~valid, float("-inf")), -1, keepdim=True)
+    lse = torch.where(any_valid, lse, torch.zeros_like(lse))
+    return torch.where(valid, torch.exp(logits.masked_fill(~valid, 0.0) - lse), torch.zeros_like(logits))
+
+
+class AutoDeepLab(nn.Module):
+    """The supernet: stem → trellis of cells (Eq. 6) → one ASPP per level of the last layer, summed."""
+
+    def __init__(self, cfg: AutoDeepLabConfig):
+        super().__init__()
+        if cfg.layers < LEVELS - 1:
+            raise ValueError(f"layers={cfg.layers}: the last layer needs all {LEVELS} levels, so layers >= 3")
+        self.cfg = cfg
+        w = cfg.widths()
+        B = cfg.blocks
+        self.stem = Stem(cfg.in_channels, cfg.stem_channels)
+        valid = transition_mask(cfg.layers)
+        self.cells = nn.ModuleList()
+        for t in range(cfg.layers):
+            layer = nn.ModuleList()
+            for i in range(LEVELS):
+                slots = nn.ModuleDict()
+                if i in levels_at(t + 1):
+                    c_pp = self.node_channels(t - 1, self.prev_prev_level(t + 1, i))
+                    for j, off in enumerate(EDGE_OFFSETS):
+                        if valid[t, i, j]:
+                            slots[str(j)] = SearchCell(c_pp, self.node_channels(t, i + off), w[i], B, cfg.primitives)
+                layer.append(slots)
+            self.cells.append(layer)
+        self.heads = nn.ModuleList(SearchASPP(B * w[i], max(1, cfg.aspp_rate_base // (4 * 2 ** i)), cfg.num_classes)
+                                   for i in range(LEVELS))
+        n_edges, n_ops = len(cell_edges(B)), len(cfg.primitives)
+        self.alpha = nn.Parameter(ARCH_INIT_STD * torch.randn(n_edges, n_ops))
+        self.beta = nn.Parameter(ARCH_INIT_STD * torch.randn(cfg.layers, LEVELS, len(EDGE_OFFSETS)))
+        self.register_buffer("edge_mask", valid.clone())
+        self.register_buffer("op_mask", torch.ones(n_edges, n_ops, dtype=torch.bool))
+        self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
+        index, out_valid = outgoing_index(cfg.layers)
+        self.register_buffer("_out_index", index, persistent=False)
+        self.register_buffer("_out_valid", out_valid, persistent=False)
+
+    # ----------------------------------------------------------------- topology
+    def node_channels(self, layer: int, level: int) -> int:
+        """Output channels of node (layer, level); layer 0 is the stem's stride-4 output, -1 its stride-2 one."""
+        if layer == -1:
+            return self.cfg.stem_channels
+        if layer == 0:
+            return 2 * self.cfg.stem_channels
+        return self.cfg.blocks * self.cfg.widths()[level]
+
+    @staticmethod
+    def prev_prev_level(layer: int, level: int) -> int:
+        """The level of H^{l-2} used by node (layer, level): the same level, or the finest existing one."""
+        return min(level, max(levels_at(max(layer - 2, 0))))
+
+    # ----------------------------------------------------------------- architecture parameters
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alpha, self.beta]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def alpha_hat(self) -> Tensor:
+        """Softmax of α over each cell edge's operations (Auto-DeepLab Eq. 2), masked."""
+        return safe_masked_softmax(self.alpha, self.op_mask)
+
+    def _beta_groups(self) -> tuple[Tensor, Tensor]:
+        """β's logits and mask arranged so that each row is one normalization group."""
+        if self.cfg.beta_normalization == "incoming":
+            return self.beta, self.edge_mask
+        flat, mask = self.beta.reshape(-1), self.edge_mask.reshape(-1)
+        return flat[self._out_index], mask[self._out_index] & self._out_valid
+
+    def beta_hat(self) -> Tensor:
+        """β̂ (L, 4, 3) in the destination-major layout, normalized per Eq. 7 (or per node's inputs)."""
+        logits, mask = self._beta_groups()
+        probs = safe_masked_softmax(logits, mask)
+        if self.cfg.beta_normalization == "incoming":
+            return probs
+        out = torch.zeros(self.beta.numel(), dtype=probs.dtype, device=probs.device)
+        out = out.scatter(0, self._out_index[self._out_valid], probs[self._out_valid])
+        return out.reshape(self.beta.shape) * self.edge_mask
+
+    def arch_distributions(self) -> dict:
+        """One row per decision: a cell edge's operations (α), a node's outgoing (or incoming) transitions (β)."""
+        logits, mask = self._beta_groups()
+        probs = safe_masked_softmax(logits, mask)
+        return {"alpha": (self.alpha_hat(), self.op_mask),
+                "beta": (probs.reshape(-1, probs.shape[-1]), mask.reshape(-1, mask.shape[-1]))}
+
+    @property
+    def arch_frozen(self) -> bool:
+        return bool(self.frozen)
+
+    def freeze_architecture(self) -> None:
+        """Fine-tune phase: α, β stop receiving gradients (and are never stepped)."""
+        self.frozen.fill_(True)
+        for p in self.arch_parameters():
+            p.requires_grad_(False)
+
+    def unfreeze_architecture(self) -> None:
+        self.frozen.fill_(False)
+        for p in self.arch_parameters():
+            p.requires_grad_(True)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        for p in self.arch_parameters():
+            p.requires_grad_(not self.arch_frozen)
+        return result
+
+    # ----------------------------------------------------------------- discretization
+    def discretize(self, edges_per_cell: int | None = 1, ops: bool = True) -> None:
+        """Keep the top ``edges_per_cell`` incoming transitions of every node by β̂ (None: all) and, if ``ops``,
+        decode the cell as Auto-DeepLab / DARTS do: each block keeps its 2 inputs whose strongest operation
+        other than ``none`` has the largest α̂, with that operation; every other edge is dropped."""
+        with torch.no_grad():
+            if edges_per_cell is not None:
+                if edges_per_cell < 1:
+                    raise ValueError("edges_per_cell must be >= 1")
+                scores = self.beta_hat().masked_fill(~self.edge_mask, -1.0)
+                top = scores.topk(min(edges_per_cell, len(EDGE_OFFSETS)), dim=-1).indices
+                self.edge_mask &= torch.zeros_like(self.edge_mask).scatter_(-1, top, True)
+            if ops:
+                a = self.alpha_hat().masked_fill(~self.op_mask, -1.0)
+                if "none" in self.cfg.primitives:
+                    a[:, self.cfg.primitives.index("none")] = -1.0
+                best, best_op = a.max(-1)
+                keep = torch.zeros_like(self.op_mask)
+                edges = cell_edges(self.cfg.blocks)
+                for b in range(self.cfg.blocks):
+                    rows = [e for e, (blk, _) in enumerate(edges) if blk == b and best[e] >= 0]
+                    rows = sorted(rows, key=lambda e: -float(best[e]))[:INPUTS_PER_BLOCK]
+                    for e in rows:
+                        keep[e, best_op[e]] = True
+                self.op_mask &= keep
+
+    def prune_edges(self, fraction: float) -> int:
+        """Drop the ``fraction`` of currently kept transitions with the weakest β̂ (§4.2 of the single-stage
+        paper), never a node's last incoming one. Returns the number dropped."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        with torch.no_grad():
+            mask = self.edge_mask.clone().reshape(-1)
+            target = int(round(fraction * int(mask.sum())))
+            scores = self.beta_hat().reshape(-1)
+            kept = torch.nonzero(mask).squeeze(1)
+            per_node = self.edge_mask.sum(-1).reshape(-1)
+            dropped = 0
+            for idx in kept[torch.argsort(scores[kept], stable=True)].tolist():
+                if dropped >= target:
+                    break
+                node = idx // len(EDGE_OFFSETS)
+                if per_node[node] > 1:
+                    mask[idx] = False
+                    per_node[node] -= 1
+                    dropped += 1
+            self.edge_mask.copy_(mask.reshape(self.edge_mask.shape))
+        return dropped
+
+    def num_edges(self) -> int:
+        return int(self.edge_mask.sum())
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % OUTPUT_STRIDE, (-w) % OUTPUT_STRIDE
+        if ph or pw:   # pad to a multiple of the coarsest stride, crop the logits back
+            x = nn.functional.pad(x, (0, pw, 0, ph))
+        a_hat, b_hat = self.alpha_hat(), self.beta_hat()   # once per forward
+        H, W = x.shape[-2:]
+        s2, s4 = self.stem(x)
+        nodes = [[s2], [s4]]                                # nodes[t + 1][i]: node (t, i); t = -1 is the stem's s2
+        for t, layer in enumerate(self.cells):
+            out = []
+            for i in levels_at(t + 1):
+                size = (H // (4 * 2 ** i), W // (4 * 2 ** i))
+                s0 = nodes[t][self.prev_prev_level(t + 1, i)]
+                node = None
+                for key, cell in layer[i].items():
+                    j = int(key)
+                    y = cell(s0, nodes[t + 1][i + EDGE_OFFSETS[j]], size, a_hat) * b_hat[t, i, j]   # Eq. 6
+                    node = y if node is None else node + y
+                out.append(node)
+            nodes.append(out)
+        logits = None
+        for head, feat in zip(self.heads, nodes[-1]):
+            y = upsample_to(head(feat), (H, W))
+            logits = y if logits is None else logits + y
+        return logits[..., :h, :w] if (ph or pw) else logits
