@@ -14,9 +14,11 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from ssnas.space.autodeeplab.cell import Cell, cell_edges
-from ssnas.space.autodeeplab.network import EDGE_OFFSETS, OUTPUT_STRIDE, AutoDeepLab, levels_at
-from ssnas.space.autodeeplab.heads import upsample_to
+from ssnas.darts.operations import build_operation
+from ssnas.space.autodeeplab.cell import Cell, Preprocess, cell_edges
+from ssnas.space.autodeeplab.heads import SearchASPP, Stem, upsample_to
+from ssnas.space.autodeeplab.network import (EDGE_OFFSETS, LEVELS, OUTPUT_STRIDE, AutoDeepLab, AutoDeepLabConfig,
+                                             aspp_rate, levels_at, node_channels, prev_prev_level)
 
 FOLD_DTYPE = torch.float64     # fold in double precision, store in the model's dtype
 
@@ -52,15 +54,42 @@ def fold_batchnorms(module: nn.Module) -> nn.Module:
 
 
 class FusedAutoDeepLab(nn.Module):
-    """The discrete network: stem, the kept cells of every node with their β̂, the four ASPP heads."""
+    """The discrete network: the stem, the kept cells of every node with their β̂, the four ASPP heads.
 
-    def __init__(self, stem: nn.Module, cells: nn.ModuleList, weights: list, channels: list, prev_prev: list,
-                 heads: nn.ModuleList):
+    Built from ``spec`` (plain values: the space's config and, per node, the kept transitions with β̂ and per
+    block the kept ``(input, operation, α̂)``), so a saved fused network is rebuilt without the supernet;
+    :func:`fuse` then loads the folded weights into it."""
+
+    def __init__(self, spec: dict):
         super().__init__()
-        self.stem, self.cells, self.heads = stem, cells, heads
-        self.weights = weights        # weights[t][i][key] = β̂ of the transition
-        self.channels = channels      # channels[t][i] = output channels of node (t + 1, i)
-        self.prev_prev = prev_prev    # prev_prev[t][i] = level of the H^{l-2} input of node (t + 1, i)
+        self.spec = spec
+        cfg = AutoDeepLabConfig(**{**spec["config"], "primitives": tuple(spec["config"]["primitives"])})
+        widths = cfg.widths()
+        self.stem = fold_batchnorms(Stem(cfg.in_channels, cfg.stem_channels))
+        self.cells = nn.ModuleList()
+        for t, layer in enumerate(spec["nodes"]):
+            fused_layer = nn.ModuleList()
+            for i, node in enumerate(layer):
+                kept = nn.ModuleDict()
+                for key, edge in node.items():
+                    c_pp = node_channels(cfg, t - 1, prev_prev_level(t + 1, i))
+                    c_p = node_channels(cfg, t, i + EDGE_OFFSETS[int(key)])
+                    ops = [[fold_batchnorms(build_operation(name, widths[i], 1)) for _, name, _ in block]
+                           for block in edge["blocks"]]
+                    kept[key] = Cell(fold_batchnorms(Preprocess(c_pp, widths[i], affine=False)),
+                                     fold_batchnorms(Preprocess(c_p, widths[i], affine=False)), ops,
+                                     [[(j, w) for j, _, w in block] for block in edge["blocks"]])
+                fused_layer.append(kept)
+            self.cells.append(fused_layer)
+        self.heads = fold_batchnorms(nn.ModuleList(SearchASPP(cfg.blocks * widths[i], aspp_rate(cfg, i), cfg.num_classes)
+                                                   for i in range(LEVELS)))
+        self.weights = [[{k: float(e["beta"]) for k, e in node.items()} for node in layer] for layer in spec["nodes"]]
+        self.channels = [[node_channels(cfg, t + 1, i) for i in range(len(layer))]
+                         for t, layer in enumerate(spec["nodes"])]
+
+    def num_edges(self) -> int:
+        """The network-level transitions kept."""
+        return sum(len(node) for layer in self.weights for node in layer)
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
@@ -74,7 +103,7 @@ class FusedAutoDeepLab(nn.Module):
             out = []
             for i in levels_at(t + 1):
                 size = (H // (4 * 2 ** i), W // (4 * 2 ** i))
-                s0 = nodes[t][self.prev_prev[t][i]]
+                s0 = nodes[t][prev_prev_level(t + 1, i)]
                 node = None
                 for key, cell in layer[i].items():
                     y = cell(s0, nodes[t + 1][i + EDGE_OFFSETS[int(key)]], size) * self.weights[t][i][key]
@@ -88,39 +117,53 @@ class FusedAutoDeepLab(nn.Module):
         return logits[..., :h, :w] if (ph or pw) else logits
 
 
-def _fuse_cell(cell, a_hat: Tensor, primitives) -> Cell:
-    ops, spec = [[] for _ in range(cell.blocks)], [[] for _ in range(cell.blocks)]
-    for e, (b, j) in enumerate(cell_edges(cell.blocks)):
-        for k, name in enumerate(primitives):
-            weight = float(a_hat[e, k])
-            if weight != 0.0 and name != "none":
-                ops[b].append(fold_batchnorms(cell.edges[e][k]))
-                spec[b].append((j, weight))
-    return Cell(fold_batchnorms(cell.pre0), fold_batchnorms(cell.pre1), ops, spec)
+def fused_spec(model: AutoDeepLab, space: str = "autodeeplab") -> dict:
+    """The plain-value description of ``model``'s fused network (its current masks)."""
+    a_hat, b_hat = model.alpha_hat(), model.beta_hat()
+    edges = cell_edges(model.cfg.blocks)
+    nodes = []
+    for t, layer in enumerate(model.cells):
+        spec_layer = []
+        for i in levels_at(t + 1):
+            node = {}
+            for key in layer[i]:
+                beta = float(b_hat[t, i, int(key)])
+                if beta == 0.0:
+                    continue
+                blocks = [[] for _ in range(model.cfg.blocks)]
+                for e, (b, j) in enumerate(edges):
+                    for k, name in enumerate(model.cfg.primitives):
+                        if float(a_hat[e, k]) != 0.0 and name != "none":   # none adds exactly 0
+                            blocks[b].append([j, name, float(a_hat[e, k])])
+                node[key] = {"beta": beta, "blocks": blocks}
+            spec_layer.append(node)
+        nodes.append(spec_layer)
+    return {"space": space, "in_channels": model.cfg.in_channels, "num_classes": model.cfg.num_classes,
+            "config": model.cfg.to_dict(), "nodes": nodes}
 
 
 @torch.no_grad()
-def fuse(model: AutoDeepLab) -> FusedAutoDeepLab:
-    """The fused network of ``model`` (its current masks: discretize first for the decoded architecture)."""
-    a_hat, b_hat = model.alpha_hat(), model.beta_hat()
-    cells, weights, channels, prev_prev = nn.ModuleList(), [], [], []
-    for t, layer in enumerate(model.cells):
-        fused_layer, w_layer, c_layer, pp_layer = nn.ModuleList(), [], [], []
-        for i, slots in enumerate(layer):
-            kept = nn.ModuleDict()
-            w_node = {}
-            for key, cell in slots.items():
-                beta = float(b_hat[t, i, int(key)])
-                if beta != 0.0:
-                    kept[key] = _fuse_cell(cell, a_hat, model.cfg.primitives)
-                    w_node[key] = beta
-            fused_layer.append(kept)
-            w_layer.append(w_node)
-            c_layer.append(model.node_channels(t + 1, i))
-            pp_layer.append(model.prev_prev_level(t + 1, i))
-        cells.append(fused_layer)
-        weights.append(w_layer)
-        channels.append(c_layer)
-        prev_prev.append(pp_layer)
-    return FusedAutoDeepLab(fold_batchnorms(model.stem), cells, weights, channels, prev_prev,
-                            fold_batchnorms(model.heads)).eval()
+def fuse(model: AutoDeepLab, space: str = "autodeeplab") -> FusedAutoDeepLab:
+    """The fused network of ``model`` with its current masks (discretize first for the decoded architecture)."""
+    spec = fused_spec(model, space)
+    device = next(model.parameters()).device
+    with torch.device(device):
+        fused = FusedAutoDeepLab(spec)
+    fused.stem.load_state_dict(fold_batchnorms(model.stem).state_dict())
+    fused.heads.load_state_dict(fold_batchnorms(model.heads).state_dict())
+    edges = cell_edges(model.cfg.blocks)
+    a_hat = model.alpha_hat()
+    for t, layer in enumerate(spec["nodes"]):
+        for i, node in enumerate(layer):
+            for key in node:
+                source, target = model.cells[t][i][key], fused.cells[t][i][key]
+                target.pre0.load_state_dict(fold_batchnorms(source.pre0).state_dict())
+                target.pre1.load_state_dict(fold_batchnorms(source.pre1).state_dict())
+                n_in_block = [0] * model.cfg.blocks
+                for e, (b, _) in enumerate(edges):
+                    for k, name in enumerate(model.cfg.primitives):
+                        if float(a_hat[e, k]) != 0.0 and name != "none":
+                            target.ops[b][n_in_block[b]].load_state_dict(
+                                fold_batchnorms(source.edges[e][k]).state_dict())
+                            n_in_block[b] += 1
+    return fused.eval()

@@ -19,6 +19,7 @@ as in the grid: masked choices get weight exactly 0 and the softmax renormalizes
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -88,6 +89,24 @@ def outgoing_index(layers: int) -> tuple[Tensor, Tensor]:
     return index, valid
 
 
+def node_channels(cfg: AutoDeepLabConfig, layer: int, level: int) -> int:
+    """Output channels of node (layer, level); layer 0 is the stem's stride-4 output, -1 its stride-2 one."""
+    if layer == -1:
+        return cfg.stem_channels
+    if layer == 0:
+        return 2 * cfg.stem_channels
+    return cfg.blocks * cfg.widths()[level]
+
+
+def prev_prev_level(layer: int, level: int) -> int:
+    """The level of H^{l-2} used by node (layer, level): the same level, or the finest existing one."""
+    return min(level, max(levels_at(max(layer - 2, 0))))
+
+
+def aspp_rate(cfg: AutoDeepLabConfig, level: int) -> int:
+    return max(1, cfg.aspp_rate_base // (4 * 2 ** level))
+
+
 def safe_masked_softmax(logits: Tensor, valid: Tensor) -> Tensor:
     """Softmax over the valid entries of each row; 0 elsewhere, and rows without a valid entry are all 0 with a
     finite (zero) gradient. (A decoded cell drops whole edges, and a source node can lose every outgoing
@@ -116,13 +135,13 @@ class AutoDeepLab(nn.Module):
             for i in range(LEVELS):
                 slots = nn.ModuleDict()
                 if i in levels_at(t + 1):
-                    c_pp = self.node_channels(t - 1, self.prev_prev_level(t + 1, i))
+                    c_pp = node_channels(cfg, t - 1, prev_prev_level(t + 1, i))
                     for j, off in enumerate(EDGE_OFFSETS):
                         if valid[t, i, j]:
-                            slots[str(j)] = SearchCell(c_pp, self.node_channels(t, i + off), w[i], B, cfg.primitives)
+                            slots[str(j)] = SearchCell(c_pp, node_channels(cfg, t, i + off), w[i], B, cfg.primitives)
                 layer.append(slots)
             self.cells.append(layer)
-        self.heads = nn.ModuleList(SearchASPP(B * w[i], max(1, cfg.aspp_rate_base // (4 * 2 ** i)), cfg.num_classes)
+        self.heads = nn.ModuleList(SearchASPP(B * w[i], aspp_rate(cfg, i), cfg.num_classes)
                                    for i in range(LEVELS))
         n_edges, n_ops = len(cell_edges(B)), len(cfg.primitives)
         self.alpha = nn.Parameter(ARCH_INIT_STD * torch.randn(n_edges, n_ops))
@@ -133,20 +152,6 @@ class AutoDeepLab(nn.Module):
         index, out_valid = outgoing_index(cfg.layers)
         self.register_buffer("_out_index", index, persistent=False)
         self.register_buffer("_out_valid", out_valid, persistent=False)
-
-    # ----------------------------------------------------------------- topology
-    def node_channels(self, layer: int, level: int) -> int:
-        """Output channels of node (layer, level); layer 0 is the stem's stride-4 output, -1 its stride-2 one."""
-        if layer == -1:
-            return self.cfg.stem_channels
-        if layer == 0:
-            return 2 * self.cfg.stem_channels
-        return self.cfg.blocks * self.cfg.widths()[level]
-
-    @staticmethod
-    def prev_prev_level(layer: int, level: int) -> int:
-        """The level of H^{l-2} used by node (layer, level): the same level, or the finest existing one."""
-        return min(level, max(levels_at(max(layer - 2, 0))))
 
     # ----------------------------------------------------------------- architecture parameters
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -218,17 +223,11 @@ class AutoDeepLab(nn.Module):
                 top = scores.topk(min(edges_per_cell, len(EDGE_OFFSETS)), dim=-1).indices
                 self.edge_mask &= torch.zeros_like(self.edge_mask).scatter_(-1, top, True)
             if ops:
-                a = self.alpha_hat().masked_fill(~self.op_mask, -1.0)
-                if "none" in self.cfg.primitives:
-                    a[:, self.cfg.primitives.index("none")] = -1.0
-                best, best_op = a.max(-1)
                 keep = torch.zeros_like(self.op_mask)
                 edges = cell_edges(self.cfg.blocks)
-                for b in range(self.cfg.blocks):
-                    rows = [e for e, (blk, _) in enumerate(edges) if blk == b and best[e] >= 0]
-                    rows = sorted(rows, key=lambda e: -float(best[e]))[:INPUTS_PER_BLOCK]
-                    for e in rows:
-                        keep[e, best_op[e]] = True
+                for b, block in enumerate(self.genotype()):
+                    for j, name in block:
+                        keep[edges.index((b, j)), self.cfg.primitives.index(name)] = True
                 self.op_mask &= keep
 
     def prune_edges(self, fraction: float) -> int:
@@ -257,6 +256,74 @@ class AutoDeepLab(nn.Module):
     def num_edges(self) -> int:
         return int(self.edge_mask.sum())
 
+    # ----------------------------------------------------------------- deployment, cost, description
+    def arch_state_keys(self) -> tuple[str, ...]:
+        """What ``model.architecture_from`` copies: the architecture and its masks."""
+        return ("alpha", "beta", "edge_mask", "op_mask")
+
+    def fuse(self, **options) -> nn.Module:
+        """The fused network (same eval-mode logits, BN folded, α/β gone): ``space.autodeeplab.fuse``."""
+        from ssnas.space.autodeeplab.fuse import fuse
+        return fuse(self, **options)
+
+    def cost_groups(self) -> dict[str, str]:
+        """Module name → component, for ``profile``."""
+        return {"stem": "stem", "cells": "cells", "heads": "head"}
+
+    def genotype(self) -> list[list[tuple[int, str]]]:
+        """The decoded cell (Auto-DeepLab §3.3): per block, its 2 strongest inputs with their strongest op
+        other than ``none``, from α̂ (the masks as they are; ``discretize`` applies the same rule)."""
+        a = self.alpha_hat().detach().masked_fill(~self.op_mask, -1.0)
+        prims = self.cfg.primitives
+        if "none" in prims:
+            a[:, prims.index("none")] = -1.0
+        best, best_op = a.max(-1)
+        edges = cell_edges(self.cfg.blocks)
+        cell = []
+        for b in range(self.cfg.blocks):
+            rows = sorted((e for e, (blk, _) in enumerate(edges) if blk == b and best[e] >= 0),
+                          key=lambda e: -float(best[e]))[:INPUTS_PER_BLOCK]
+            cell.append([(edges[e][1], prims[int(best_op[e])]) for e in rows])
+        return cell
+
+    def strongest_path(self) -> list[int]:
+        """Auto-DeepLab's network-level decoding (§3.3, Viterbi): the levels of layers 1 … L along the path
+        from the stem with the largest product of β̂."""
+        b_hat = self.beta_hat().detach().double()
+        score = {0: 0.0}                              # best log-product reaching (layer, level)
+        back = []
+        for t in range(self.cfg.layers):
+            new, ptr = {}, {}
+            for i in levels_at(t + 1):
+                for j, off in enumerate(EDGE_OFFSETS):
+                    src = i + off
+                    w = float(b_hat[t, i, j])
+                    if src in score and w > 0:
+                        s = score[src] + math.log(w)
+                        if i not in new or s > new[i]:
+                            new[i], ptr[i] = s, src
+            score = new
+            back.append(ptr)
+        level = max(score, key=score.get)
+        path = [level]
+        for ptr in reversed(back[1:]):
+            level = ptr[level]
+            path.append(level)
+        return path[::-1]
+
+    def describe_architecture(self) -> dict:
+        """architecture.json: α̂ per cell edge, β̂ per transition, the decoded cell and network path."""
+        return {
+            "space": "autodeeplab",
+            "primitives": list(self.cfg.primitives),
+            "cell_edges": [list(e) for e in cell_edges(self.cfg.blocks)],
+            "alpha_hat": self.alpha_hat().detach().cpu().tolist(),
+            "beta_hat": self.beta_hat().detach().cpu().tolist(),
+            "beta_normalization": self.cfg.beta_normalization,
+            "genotype": [[list(op) for op in block] for block in self.genotype()],
+            "strongest_path": self.strongest_path(),
+        }
+
     # ----------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
@@ -271,7 +338,7 @@ class AutoDeepLab(nn.Module):
             out = []
             for i in levels_at(t + 1):
                 size = (H // (4 * 2 ** i), W // (4 * 2 ** i))
-                s0 = nodes[t][self.prev_prev_level(t + 1, i)]
+                s0 = nodes[t][prev_prev_level(t + 1, i)]
                 node = None
                 for key, cell in layer[i].items():
                     j = int(key)
