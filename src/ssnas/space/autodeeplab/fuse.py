@@ -41,9 +41,10 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused
 
 
-def fold_batchnorms(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` in eval mode with every Conv2d → BatchNorm2d pair of an ``nn.Sequential`` folded."""
-    module = copy.deepcopy(module).eval()
+def fold_batchnorms(module: nn.Module, inplace: bool = False) -> nn.Module:
+    """``module`` (a copy unless ``inplace``) in eval mode with every Conv2d → BatchNorm2d pair of an
+    ``nn.Sequential`` folded into one biased Conv2d."""
+    module = (module if inplace else copy.deepcopy(module)).eval()
     for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
         kids = list(seq)
         for n in range(len(kids) - 1):
@@ -65,7 +66,7 @@ class FusedAutoDeepLab(nn.Module):
         self.spec = spec
         cfg = AutoDeepLabConfig(**{**spec["config"], "primitives": tuple(spec["config"]["primitives"])})
         widths = cfg.widths()
-        self.stem = fold_batchnorms(Stem(cfg.in_channels, cfg.stem_channels))
+        self.stem = fold_batchnorms(Stem(cfg.in_channels, cfg.stem_channels), inplace=True)
         self.cells = nn.ModuleList()
         for t, layer in enumerate(spec["nodes"]):
             fused_layer = nn.ModuleList()
@@ -74,15 +75,16 @@ class FusedAutoDeepLab(nn.Module):
                 for key, edge in node.items():
                     c_pp = node_channels(cfg, t - 1, prev_prev_level(t + 1, i))
                     c_p = node_channels(cfg, t, i + EDGE_OFFSETS[int(key)])
-                    ops = [[fold_batchnorms(build_operation(name, widths[i], 1)) for _, name, _ in block]
+                    ops = [[fold_batchnorms(build_operation(name, widths[i], 1), inplace=True) for _, name, _ in block]
                            for block in edge["blocks"]]
-                    kept[key] = Cell(fold_batchnorms(Preprocess(c_pp, widths[i], affine=False)),
-                                     fold_batchnorms(Preprocess(c_p, widths[i], affine=False)), ops,
+                    kept[key] = Cell(fold_batchnorms(Preprocess(c_pp, widths[i], affine=False), inplace=True),
+                                     fold_batchnorms(Preprocess(c_p, widths[i], affine=False), inplace=True), ops,
                                      [[(j, w) for j, _, w in block] for block in edge["blocks"]])
                 fused_layer.append(kept)
             self.cells.append(fused_layer)
-        self.heads = fold_batchnorms(nn.ModuleList(SearchASPP(cfg.blocks * widths[i], aspp_rate(cfg, i), cfg.num_classes)
-                                                   for i in range(LEVELS)))
+        heads = nn.ModuleList(SearchASPP(cfg.blocks * widths[i], aspp_rate(cfg, i), cfg.num_classes)
+                              for i in range(LEVELS))
+        self.heads = fold_batchnorms(heads, inplace=True)
         self.weights = [[{k: float(e["beta"]) for k, e in node.items()} for node in layer] for layer in spec["nodes"]]
         self.channels = [[node_channels(cfg, t + 1, i) for i in range(len(layer))]
                          for t, layer in enumerate(spec["nodes"])]
