@@ -195,7 +195,8 @@ PUBLISHED_M_PARAMS_NOTE = (
     "(10.15M, 44.42M): at F = 32 it has 21.62M; 27.32M needs F ≈ 36.6 (docs/spaces.md)")
 
 
-@pytest.mark.parametrize("name", ["s", pytest.param("m", marks=pytest.mark.xfail(strict=True, reason=PUBLISHED_M_PARAMS_NOTE)), "l"])
+@pytest.mark.parametrize("name", ["s", pytest.param("m", marks=pytest.mark.xfail(strict=True,
+                                                                                 reason=PUBLISHED_M_PARAMS_NOTE)), "l"])
 def test_retrained_params_within_10_percent_of_published(name):
     with torch.device("meta"):
         model = create_retrained(name, num_classes=19)

@@ -2,7 +2,7 @@
 
 The searched cell (Fig. 3, right; the released ``hnasnet``) and network path (Fig. 3, left: the level of each
 of the 12 layers, 0 = stride 4 … 3 = stride 32) are data below. Auto-DeepLab-S/M/L differ only in the filter
-multiplier F = 20/32/48 (``configs/autodeeplab/retrained-{s,m,l}.yaml``). As in the released network:
+multiplier F = 20/32/48 (``configs/autodeeplab/variants/retrained-{s,m,l}.yaml``). As in the released network:
 - a cell's inputs are the previous two cells *of the path* (the stem's outputs for the first two);
 - block width F·2^level, cell output 5 blocks concatenated; the width follows the path's level;
 - "atrous" operations are dense 3×3 / 5×5 convolutions with rate 2 (ReLU-Conv-BN), "sep" ones DARTS's two
@@ -34,7 +34,7 @@ SEARCHED_CELL = (
     ((3, "sep_conv_5x5"), (5, "atrous_5x5")),
 )
 SEARCHED_PATH = (0, 0, 0, 1, 2, 1, 2, 2, 3, 3, 2, 1)
-VARIANTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "autodeeplab"
+VARIANTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "autodeeplab" / "variants"
 
 
 class AtrousConv(nn.Sequential):
@@ -112,7 +112,7 @@ def list_retrained() -> list[str]:
 
 
 def load_retrained(name: str) -> tuple[dict, dict | None]:
-    """(the variant's keys, its published figures) of ``configs/autodeeplab/retrained-<name>.yaml``."""
+    """(the variant's keys, its published figures) of ``configs/autodeeplab/variants/retrained-<name>.yaml``."""
     from ssnas.config import read_yaml
 
     path = VARIANTS_DIR / f"retrained-{str(name).lower()}.yaml"
