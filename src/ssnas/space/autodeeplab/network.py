@@ -120,6 +120,8 @@ def safe_masked_softmax(logits: Tensor, valid: Tensor) -> Tensor:
 class AutoDeepLab(nn.Module):
     """The supernet: stem → trellis of cells (Eq. 6) → one ASPP per level of the last layer, summed."""
 
+    space_name = "autodeeplab"
+
     def __init__(self, cfg: AutoDeepLabConfig):
         super().__init__()
         if cfg.layers < LEVELS - 1:

@@ -14,7 +14,7 @@ same multiply-adds for every convolution of the operations.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -69,13 +69,20 @@ class RetrainedConfig:
     num_classes: int = 19
     in_channels: int = 3
 
+    def to_dict(self) -> dict:
+        return {**asdict(self), "cell": [[list(op) for op in block] for block in self.cell], "path": list(self.path),
+                "aspp_rates": list(self.aspp_rates)}
+
 
 class RetrainedAutoDeepLab(nn.Module):
-    """Stem → the cells of the path → DeepLabv3+ head, the decoder fed by the path's last stride-4 cell."""
+    """Stem → the cells of the path → DeepLabv3+ head, the decoder fed by the path's last stride-4 cell.
+    ``paper``: the published parameters and multiply-adds (1024×2048), when known."""
 
-    def __init__(self, cfg: RetrainedConfig):
+    space_name = "autodeeplab"
+
+    def __init__(self, cfg: RetrainedConfig, paper: dict | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.paper = cfg, paper
         blocks = len(cfg.cell)
         self.stem = Stem(cfg.in_channels, cfg.stem_channels)
         channels = [cfg.stem_channels, 2 * cfg.stem_channels]
@@ -93,6 +100,13 @@ class RetrainedAutoDeepLab(nn.Module):
         self.low_level_cell = low[-1]
         self.head = DeepLabV3PlusHead(channels[-1], channels[2 + self.low_level_cell], cfg.num_classes,
                                       tuple(cfg.aspp_rates), cfg.head_channels, cfg.low_level_channels)
+
+    def arch_parameters(self) -> list:
+        return []          # a retrained network: its architecture is fixed
+
+    def cost_groups(self) -> dict[str, str]:
+        """Module name → component, for ``profile``."""
+        return {"stem": "stem", "cells": "cells", "head": "head"}
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
