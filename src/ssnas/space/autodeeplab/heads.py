@@ -51,18 +51,17 @@ class AtrousConvBN(nn.Sequential):
 
 
 class SearchASPP(nn.Module):
-    """The search's per-level ASPP: 1×1, one 3×3 atrous (rate 96/s), image pooling, each at the level's width;
-    concatenated, 1×1 Conv-BN-ReLU, 1×1 to the classes."""
+    """The search's per-level ASPP: 1×1, one 3×3 atrous (rate 96/s), image pooling, each Conv-BN-ReLU at the
+    level's width; concatenated, 1×1 to the classes."""
 
     def __init__(self, channels: int, rate: int, num_classes: int):
         super().__init__()
         self.branches = nn.ModuleList([ConvBN(channels, channels, 1), AtrousConvBN(channels, channels, rate),
                                        ImagePool(channels, channels, norm=False)])
-        self.project = ConvBN(3 * channels, channels, 1)
-        self.classifier = nn.Conv2d(channels, num_classes, 1)
+        self.classifier = nn.Conv2d(3 * channels, num_classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.project(torch.cat([b(x) for b in self.branches], 1)))
+        return self.classifier(torch.cat([b(x) for b in self.branches], 1))
 
 
 class DeepLabV3PlusHead(nn.Module):
