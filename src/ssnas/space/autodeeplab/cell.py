@@ -10,17 +10,22 @@ operations, weighted by α̂ (a softmax per edge over the 8 operations); one α 
 network. Decoded (Auto-DeepLab §3.3, DARTS): each block keeps its 2 strongest inputs and, on each, its
 strongest operation other than ``none`` — :class:`Cell` is that discrete form (also the retrained cell).
 
-The operations are ssnas's DARTS implementations (``ssnas.darts.operations``), at stride 1: resampling happens
-once per input, before or after the 1×1 projection (at the finer of the two resolutions, as the released
-Auto-DeepLab does its 1×1 before the stride-2 operations).
+The operations are ssnas's DARTS implementations (the ``OPS`` registry, ``ssnas/ops/darts.py``), at stride 1:
+resampling happens once per input, before or after the 1×1 projection (at the finer of the two resolutions,
+as the released Auto-DeepLab does its 1×1 before the stride-2 operations). Every block folds itself for
+export (``fuse()``; the relaxed cell's takes α̂).
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssnas.darts.operations import ReLUConvBN, build_operation
+from ssnas.ops import build_op
+from ssnas.ops.darts import ReLUConvBN
+from ssnas.ops.fold import fuse_module
 
 # Auto-DeepLab's 8 operations (§3.1), in DARTS's names: depthwise-separable 3×3/5×5, atrous (dilated) 3×3/5×5
 # with rate 2, 3×3 average and max pooling, skip connection, none (zero).
@@ -33,6 +38,21 @@ def cell_edges(blocks: int) -> list[tuple[int, int]]:
     """(block, input) of every edge of the relaxed cell, in α's row order; input 0 is H^{l-2}, 1 is H^{l-1},
     2 + k is block k's output."""
     return [(b, j) for b in range(blocks) for j in range(2 + b)]
+
+
+def fuse_tree(module: nn.Module) -> nn.Module:
+    """``ssnas.ops.fold.fuse_module`` through containers: a module that folds itself (``fuse()``) or a
+    Sequential is folded by ``fuse_module``; a ModuleList / ModuleDict or any other module with children is
+    copied with each child folded; a leaf is copied. Same eval-mode output, BatchNorms folded."""
+    if callable(getattr(module, "fuse", None)) or isinstance(module, (nn.Sequential, nn.modules.batchnorm._BatchNorm)):
+        return fuse_module(module)
+    children = dict(module.named_children())
+    if not children:
+        return copy.deepcopy(module)
+    out = copy.copy(module)          # the module's own attributes; its children replaced below
+    out._parameters, out._buffers = copy.deepcopy(module._parameters), copy.deepcopy(module._buffers)
+    out._modules = {name: fuse_tree(child) for name, child in children.items()}
+    return out.eval()
 
 
 def resample(x: Tensor, size) -> Tensor:
@@ -48,14 +68,17 @@ class Preprocess(nn.Module):
     The 1×1 runs at the finer of the two resolutions: after upsampling, before downsampling (the released
     Auto-DeepLab projects at the input's resolution, then its first operations stride by 2)."""
 
-    def __init__(self, cin: int, cout: int, affine: bool):
+    def __init__(self, cin: int, cout: int, affine: bool, op: nn.Module | None = None):
         super().__init__()
-        self.op = ReLUConvBN(cin, cout, 1, 1, 0, affine=affine)
+        self.op = ReLUConvBN(cin, cout, 1, 1, 0, affine=affine) if op is None else op
 
     def forward(self, x: Tensor, size) -> Tensor:
         if x.shape[-1] > size[-1]:
             return resample(self.op(x), size)
         return self.op(resample(x, size))
+
+    def fuse(self) -> "Preprocess":
+        return Preprocess(0, 0, False, op=fuse_module(self.op))
 
 
 class SearchCell(nn.Module):
@@ -68,7 +91,7 @@ class SearchCell(nn.Module):
         self.pre0 = Preprocess(c_prev_prev, channels, affine=False)   # DARTS: no affine BN in the search
         self.pre1 = Preprocess(c_prev, channels, affine=False)
         self.edges = nn.ModuleList(
-            nn.ModuleList(build_operation(p, channels, 1) for p in self.primitives) for _ in cell_edges(blocks))
+            nn.ModuleList(build_op(p, channels, 1) for p in self.primitives) for _ in cell_edges(blocks))
 
     def forward(self, s0: Tensor, s1: Tensor, size, alpha_hat: Tensor) -> Tensor:
         """s0 = H^{l-2}, s1 = H^{l-1} (any resolution), ``alpha_hat`` (edges, ops); every op runs, so a masked
@@ -84,6 +107,25 @@ class SearchCell(nn.Module):
                 e += 1
             states.append(block)
         return torch.cat(states[2:], 1)
+
+    def fuse(self, alpha_hat: Tensor) -> "Cell":
+        """The discrete cell of this one under ``alpha_hat``: per block the operations with α̂ ≠ 0 (``none``
+        adds exactly 0: dropped), weighted by α̂, folded (``spec(alpha_hat)``)."""
+        ops, spec = [[] for _ in range(self.blocks)], self.spec(alpha_hat)
+        for e, (b, _) in enumerate(cell_edges(self.blocks)):
+            for k, name in enumerate(self.primitives):
+                if float(alpha_hat[e, k]) != 0.0 and name != "none":
+                    ops[b].append(fuse_module(self.edges[e][k]))
+        return Cell(self.pre0.fuse(), self.pre1.fuse(), ops, [[(j, w) for j, _, w in block] for block in spec])
+
+    def spec(self, alpha_hat: Tensor) -> list[list[list]]:
+        """Per block, the kept ``[input, operation, α̂]`` (what :meth:`fuse` keeps), plain values."""
+        blocks = [[] for _ in range(self.blocks)]
+        for e, (b, j) in enumerate(cell_edges(self.blocks)):
+            for k, name in enumerate(self.primitives):
+                if float(alpha_hat[e, k]) != 0.0 and name != "none":
+                    blocks[b].append([j, name, float(alpha_hat[e, k])])
+        return blocks
 
 
 class Cell(nn.Module):
@@ -109,3 +151,7 @@ class Cell(nn.Module):
                 out = y if out is None else out + y
             states.append(torch.zeros_like(states[1]) if out is None else out)
         return torch.cat(states[2:], 1)
+
+    def fuse(self) -> "Cell":
+        return Cell(self.pre0.fuse(), self.pre1.fuse(), [[fuse_module(op) for op in block] for block in self.ops],
+                    self.spec)

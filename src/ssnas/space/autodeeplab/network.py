@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ssnas.arch import arch_entropies
 from ssnas.space.autodeeplab.cell import INPUTS_PER_BLOCK, PRIMITIVES, SearchCell, cell_edges
 from ssnas.space.autodeeplab.heads import SearchASPP, Stem, upsample_to
 
@@ -266,11 +267,18 @@ class AutoDeepLab(nn.Module):
     def fuse(self, **options) -> nn.Module:
         """The fused network (same eval-mode logits, BN folded, α/β gone): ``space.autodeeplab.fuse``."""
         from ssnas.space.autodeeplab.fuse import fuse
-        return fuse(self, **options)
+        if options:
+            raise TypeError(f"the autodeeplab space's fuse() takes no options, got {sorted(options)}")
+        return fuse(self)
 
     def cost_groups(self) -> dict[str, str]:
-        """Module name → component, for ``profile``."""
-        return {"stem": "stem", "cells": "cells", "heads": "head"}
+        """Module name → component, for ``profile``: the modules that are called (each cell, each head)."""
+        groups = {"stem": "stem"}
+        for t, layer in enumerate(self.cells):
+            for i, slots in enumerate(layer):
+                groups.update({f"cells.{t}.{i}.{key}": "cells" for key in slots})
+        groups.update({f"heads.{i}": "head" for i in range(len(self.heads))})
+        return groups
 
     def genotype(self) -> list[list[tuple[int, str]]]:
         """The decoded cell (Auto-DeepLab §3.3): per block, its 2 strongest inputs with their strongest op
@@ -316,7 +324,7 @@ class AutoDeepLab(nn.Module):
     def describe_architecture(self) -> dict:
         """architecture.json: α̂ per cell edge, β̂ per transition, the decoded cell and network path."""
         return {
-            "space": "autodeeplab",
+            "format": "ssnas-architecture", "version": 1, "space": self.space_name,
             "primitives": list(self.cfg.primitives),
             "cell_edges": [list(e) for e in cell_edges(self.cfg.blocks)],
             "alpha_hat": self.alpha_hat().detach().cpu().tolist(),
@@ -324,6 +332,7 @@ class AutoDeepLab(nn.Module):
             "beta_normalization": self.cfg.beta_normalization,
             "genotype": [[list(op) for op in block] for block in self.genotype()],
             "strongest_path": self.strongest_path(),
+            "entropy": arch_entropies(self),
         }
 
     # ----------------------------------------------------------------- forward

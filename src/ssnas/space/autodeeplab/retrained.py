@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from ssnas.darts.operations import SepConv
+from ssnas.ops import build_op
 from ssnas.errors import UserError
 from ssnas.space.autodeeplab.cell import Cell, Preprocess
 from ssnas.space.autodeeplab.heads import DeepLabV3PlusHead, Stem, upsample_to
@@ -47,8 +47,8 @@ class AtrousConv(nn.Sequential):
 
 
 RETRAINED_OPS = {
-    "sep_conv_3x3": lambda C: SepConv(C, C, 3, 1, 1, affine=True),
-    "sep_conv_5x5": lambda C: SepConv(C, C, 5, 1, 2, affine=True),
+    "sep_conv_3x3": lambda C: build_op("sep_conv_3x3", C, 1, affine=True),
+    "sep_conv_5x5": lambda C: build_op("sep_conv_5x5", C, 1, affine=True),
     "atrous_3x3": lambda C: AtrousConv(C, 3),
     "atrous_5x5": lambda C: AtrousConv(C, 5),
     "skip_connect": lambda C: nn.Identity(),
@@ -105,8 +105,8 @@ class RetrainedAutoDeepLab(nn.Module):
         return []          # a retrained network: its architecture is fixed
 
     def cost_groups(self) -> dict[str, str]:
-        """Module name → component, for ``profile``."""
-        return {"stem": "stem", "cells": "cells", "head": "head"}
+        """Module name → component, for ``profile``: the modules that are called."""
+        return {"stem": "stem", **{f"cells.{n}": "cells" for n in range(len(self.cells))}, "head": "head"}
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
