@@ -223,3 +223,12 @@ def test_retrained_network_runs_and_is_the_published_one():
     assert model.low_level_cell == 2
     with torch.no_grad():
         assert model(torch.randn(1, 3, 40, 72)).shape == (1, 3, 40, 72)
+
+
+@pytest.mark.parametrize("normalization", ["outgoing", "incoming"])
+def test_beta_entropy_counts_only_real_decisions(normalization):
+    """Uniform β: every row of the β distribution is a node's real choice (2 or 3 transitions), normalized 1."""
+    ent = arch_entropies(tiny(beta_normalization=normalization))
+    assert ent["beta"]["normalized"] == pytest.approx(1.0, abs=1e-4)
+    probs, valid = tiny(beta_normalization=normalization).arch_distributions()["beta"]
+    assert (valid.sum(-1) >= 2).all()

@@ -155,6 +155,9 @@ class AutoDeepLab(nn.Module):
         index, out_valid = outgoing_index(cfg.layers)
         self.register_buffer("_out_index", index, persistent=False)
         self.register_buffer("_out_valid", out_valid, persistent=False)
+        groups = valid if cfg.beta_normalization == "incoming" else out_valid
+        decisions = groups.reshape(-1, len(EDGE_OFFSETS)).sum(-1) >= 2     # a node with 2-3 transitions to weigh
+        self.register_buffer("_beta_rows", torch.nonzero(decisions).squeeze(1), persistent=False)
 
     # ----------------------------------------------------------------- architecture parameters
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -181,16 +184,22 @@ class AutoDeepLab(nn.Module):
         probs = safe_masked_softmax(logits, mask)
         if self.cfg.beta_normalization == "incoming":
             return probs
+        # back to destination-major: each kept transition appears once in the source-major layout; the
+        # invalid slots (index 0, probability exactly 0) add 0 (no boolean indexing: runs on ``meta`` too)
         out = torch.zeros(self.beta.numel(), dtype=probs.dtype, device=probs.device)
-        out = out.scatter(0, self._out_index[self._out_valid], probs[self._out_valid])
+        out = out.scatter_add(0, self._out_index.reshape(-1), probs.reshape(-1))
         return out.reshape(self.beta.shape) * self.edge_mask
 
     def arch_distributions(self) -> dict:
-        """One row per decision: a cell edge's operations (α), a node's outgoing (or incoming) transitions (β)."""
+        """One row per decision: a cell edge's operations (α), a node's outgoing (or incoming) transitions (β),
+        for the nodes with 2 or 3 of them (not the levels a layer does not reach, nor a node with a single
+        transition): rows without a choice would count as entropy 0 in the means."""
         logits, mask = self._beta_groups()
         probs = safe_masked_softmax(logits, mask)
+        k = probs.shape[-1]
         return {"alpha": (self.alpha_hat(), self.op_mask),
-                "beta": (probs.reshape(-1, probs.shape[-1]), mask.reshape(-1, mask.shape[-1]))}
+                "beta": (probs.reshape(-1, k).index_select(0, self._beta_rows),
+                         mask.reshape(-1, k).index_select(0, self._beta_rows))}
 
     @property
     def arch_frozen(self) -> bool:
