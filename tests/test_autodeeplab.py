@@ -232,3 +232,66 @@ def test_beta_entropy_counts_only_real_decisions(normalization):
     assert ent["beta"]["normalized"] == pytest.approx(1.0, abs=1e-4)
     probs, valid = tiny(beta_normalization=normalization).arch_distributions()["beta"]
     assert (valid.sum(-1) >= 2).all()
+
+
+# ------------------------------------------------------------------ through the engine, the export and the studies
+@pytest.fixture(scope="module")
+def adl_run(demo_root, tmp_path_factory):
+    """configs/autodeeplab/smoke.yaml: the tiny supernet, one epoch per phase (warmup, search, fine-tune)."""
+    out = tmp_path_factory.mktemp("runs") / "adl"
+    assert main(["search", "--config", "autodeeplab/smoke", "--out", str(out), "--set", f"data.root={demo_root}",
+                 "--set", "run.keep_every=1"]) == 0
+    return out
+
+
+def test_single_stage_protocol_runs_the_space(adl_run):
+    from ssnas.engine.checkpoint import load_checkpoint, load_model
+
+    states = [load_checkpoint(adl_run / "checkpoints" / f"epoch_{e:04d}.pt")["model"] for e in range(4)]
+    moved = [not torch.equal(a["alpha"], b["alpha"]) for a, b in zip(states, states[1:])]
+    assert moved == [False, True, False]          # α moves in the search phase only
+    assert [bool(s["frozen"]) for s in states[1:]] == [False, False, True]
+    summary = json.loads((adl_run / "summary.json").read_text())
+    assert set(summary["entropy"]) == {"alpha", "beta"}
+    arch = json.loads((adl_run / "architecture.json").read_text())
+    assert arch["space"] == "autodeeplab" and len(arch["genotype"]) == 2 and len(arch["strongest_path"]) == 3
+    model = load_model(adl_run / "checkpoints" / "last.pt")[0]
+    assert isinstance(model, AutoDeepLab) and model.arch_frozen and torch.equal(model.alpha, states[-1]["alpha"])
+
+
+def test_export_cli_round_trip(adl_run, tmp_path):
+    from ssnas.engine.checkpoint import load_model
+    from ssnas.export import load_fused
+
+    out = tmp_path / "adl.pt"
+    assert main(["export", "--checkpoint", str(adl_run), "--out", str(out), "--input-size", "32x32"]) == 0
+    fused = load_fused(out)
+    assert isinstance(fused, FusedAutoDeepLab)
+    model = load_model(adl_run / "checkpoints" / "last.pt")[0].eval()
+    x = torch.randn(1, 3, 32, 64)
+    with torch.no_grad():
+        ref = model(x)
+        assert (fused(x) - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_entropy_table_gains_auto_deeplab_rows():
+    """The study's Auto-DeepLab rows come from study.autodeeplab_config, in the paper's unit, beside the paper's."""
+    from ssnas.config import load_config
+    from ssnas.studies import entropy_table
+
+    cfg = load_config("configs/studies/entropy-table-autodeeplab-mini.yaml")
+    assert cfg.study["autodeeplab_config"] == "autodeeplab/entropy-table-mini"
+    assert load_config(cfg.study["autodeeplab_config"]).model.space == "autodeeplab"
+    assert entropy_table.autodeeplab_rows in entropy_table.ROW_SOURCES
+
+    class Runs:   # stands in for StudyDir: what a run's summary holds
+        def train(self, name, run_cfg):
+            assert run_cfg.model.space == "autodeeplab" and run_cfg.entropy.c_alpha == run_cfg.entropy.c_beta == 0
+            model = AutoDeepLab(AutoDeepLabConfig(layers=3, filters=4, blocks=2, stem_channels=8))
+            e = arch_entropies(model)
+            return {"entropy": {k: {"start": v, "end": v} for k, v in e.items()}}
+
+    rows = entropy_table.autodeeplab_rows(cfg, Runs(), print)
+    assert [(r["method"], r["parameters"]) for r in rows] == [("Auto-DeepLab", "Edges"), ("Auto-DeepLab", "Operations")]
+    assert rows[1]["start_per_element"] == pytest.approx(0.260, abs=1e-3)
+    assert entropy_table.PAPER_ROWS[("Auto-DeepLab", "Operations")] == (0.260, 0.258)

@@ -63,30 +63,27 @@ def levels_at(layer: int) -> range:
     return range(min(layer, LEVELS - 1) + 1)
 
 
-def transition_mask(layers: int) -> Tensor:
-    """(L, 4, 3) bool: transition (l, i, j) into node (l+1, i) from node (l, i + EDGE_OFFSETS[j]) exists."""
-    valid = torch.zeros(layers, LEVELS, len(EDGE_OFFSETS), dtype=torch.bool)
-    for t in range(layers):
-        for i in levels_at(t + 1):
-            for j, off in enumerate(EDGE_OFFSETS):
-                valid[t, i, j] = (i + off) in levels_at(t)
-    return valid
+def transitions(layers: int) -> list:
+    """[t][i][j] (plain bools): transition (t, i, j) into node (t+1, i) from node (t, i + EDGE_OFFSETS[j]) exists.
+    Plain Python, so that a model can be built under ``torch.device("meta")``."""
+    return [[[i in levels_at(t + 1) and (i + off) in levels_at(t) for off in EDGE_OFFSETS] for i in range(LEVELS)]
+            for t in range(layers)]
 
 
-def outgoing_index(layers: int) -> tuple[Tensor, Tensor]:
-    """β in source-major order: ``index`` (L, 4, 3) into the flat destination-major β, and its validity.
+def outgoing_index(layers: int) -> tuple[list, list]:
+    """β in source-major order: ``index`` [t][k][m] into the flat destination-major β, and its validity.
     Row (t, k) lists the transitions out of node (t, k) to levels k-1, k, k+1; the one to level k + d is
     stored at destination (t, k + d), slot of offset -d."""
-    valid_dst = transition_mask(layers)
-    index = torch.zeros(layers, LEVELS, 3, dtype=torch.long)
-    valid = torch.zeros(layers, LEVELS, 3, dtype=torch.bool)
+    valid_dst = transitions(layers)
+    index = [[[0] * 3 for _ in range(LEVELS)] for _ in range(layers)]
+    valid = [[[False] * 3 for _ in range(LEVELS)] for _ in range(layers)]
     for t in range(layers):
         for k in range(LEVELS):
             for m, d in enumerate(EDGE_OFFSETS):
                 i, j = k + d, EDGE_OFFSETS.index(-d)
-                if 0 <= i < LEVELS and valid_dst[t, i, j]:
-                    index[t, k, m] = (t * LEVELS + i) * 3 + j
-                    valid[t, k, m] = True
+                if 0 <= i < LEVELS and valid_dst[t][i][j]:
+                    index[t][k][m] = (t * LEVELS + i) * 3 + j
+                    valid[t][k][m] = True
     return index, valid
 
 
@@ -131,7 +128,7 @@ class AutoDeepLab(nn.Module):
         w = cfg.widths()
         B = cfg.blocks
         self.stem = Stem(cfg.in_channels, cfg.stem_channels)
-        valid = transition_mask(cfg.layers)
+        valid = transitions(cfg.layers)
         self.cells = nn.ModuleList()
         for t in range(cfg.layers):
             layer = nn.ModuleList()
@@ -140,7 +137,7 @@ class AutoDeepLab(nn.Module):
                 if i in levels_at(t + 1):
                     c_pp = node_channels(cfg, t - 1, prev_prev_level(t + 1, i))
                     for j, off in enumerate(EDGE_OFFSETS):
-                        if valid[t, i, j]:
+                        if valid[t][i][j]:
                             slots[str(j)] = SearchCell(c_pp, node_channels(cfg, t, i + off), w[i], B, cfg.primitives)
                 layer.append(slots)
             self.cells.append(layer)
@@ -149,15 +146,15 @@ class AutoDeepLab(nn.Module):
         n_edges, n_ops = len(cell_edges(B)), len(cfg.primitives)
         self.alpha = nn.Parameter(ARCH_INIT_STD * torch.randn(n_edges, n_ops))
         self.beta = nn.Parameter(ARCH_INIT_STD * torch.randn(cfg.layers, LEVELS, len(EDGE_OFFSETS)))
-        self.register_buffer("edge_mask", valid.clone())
+        self.register_buffer("edge_mask", torch.tensor(valid, dtype=torch.bool))
         self.register_buffer("op_mask", torch.ones(n_edges, n_ops, dtype=torch.bool))
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
         index, out_valid = outgoing_index(cfg.layers)
-        self.register_buffer("_out_index", index, persistent=False)
-        self.register_buffer("_out_valid", out_valid, persistent=False)
+        self.register_buffer("_out_index", torch.tensor(index), persistent=False)
+        self.register_buffer("_out_valid", torch.tensor(out_valid, dtype=torch.bool), persistent=False)
         groups = valid if cfg.beta_normalization == "incoming" else out_valid
-        decisions = groups.reshape(-1, len(EDGE_OFFSETS)).sum(-1) >= 2     # a node with 2-3 transitions to weigh
-        self.register_buffer("_beta_rows", torch.nonzero(decisions).squeeze(1), persistent=False)
+        rows = [n for n, row in enumerate(r for layer in groups for r in layer) if sum(row) >= 2]   # 2-3 to weigh
+        self.register_buffer("_beta_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
 
     # ----------------------------------------------------------------- architecture parameters
     def arch_parameters(self) -> list[nn.Parameter]:
