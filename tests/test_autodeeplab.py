@@ -245,7 +245,8 @@ def adl_run(demo_root, tmp_path_factory):
 
 
 def test_single_stage_protocol_runs_the_space(adl_run):
-    from ssnas.engine.checkpoint import load_checkpoint, load_model
+    from ssnas.engine.checkpoint import load_checkpoint
+    from ssnas.tasks.segmentation import load_model
 
     states = [load_checkpoint(adl_run / "checkpoints" / f"epoch_{e:04d}.pt")["model"] for e in range(4)]
     moved = [not torch.equal(a["alpha"], b["alpha"]) for a, b in zip(states, states[1:])]
@@ -260,8 +261,8 @@ def test_single_stage_protocol_runs_the_space(adl_run):
 
 
 def test_export_cli_round_trip(adl_run, tmp_path):
-    from ssnas.engine.checkpoint import load_model
     from ssnas.export import load_fused
+    from ssnas.tasks.segmentation import load_model
 
     out = tmp_path / "adl.pt"
     assert main(["export", "--checkpoint", str(adl_run), "--out", str(out), "--input-size", "32x32"]) == 0
