@@ -296,3 +296,37 @@ def test_entropy_table_gains_auto_deeplab_rows():
     assert [(r["method"], r["parameters"]) for r in rows] == [("Auto-DeepLab", "Edges"), ("Auto-DeepLab", "Operations")]
     assert rows[1]["start_per_element"] == pytest.approx(0.260, abs=1e-3)
     assert entropy_table.PAPER_ROWS[("Auto-DeepLab", "Operations")] == (0.260, 0.258)
+
+
+def test_shipped_configs_and_variants_load():
+    from ssnas.config import load_config
+    from ssnas.space.autodeeplab.builder import list_variants, load_variant, space_config
+
+    for name in ("cityscapes-search", "cityscapes-single-stage", "demo", "smoke", "entropy-table-mini"):
+        cfg = load_config(f"autodeeplab/{name}")
+        assert cfg.model.space == "autodeeplab" and cfg.model.variant in list_variants()
+    search = space_config(load_variant("search"))
+    assert (search.layers, search.filters, search.blocks, search.beta_normalization) == (12, 8, 5, "outgoing")
+    assert {"search", "small", "tiny", "retrained-s", "retrained-m", "retrained-l"} <= set(list_variants())
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"blocks": 0}, "blocks=0, expected an integer >= 1"),
+    ({"layers": 2}, "layers=2, expected an integer >= 3"),
+    ({"expansion": 3.0}, "'expansion' is not a key of the autodeeplab space"),
+    ({"beta_normalization": "sideways"}, "beta_normalization='sideways'"),
+    ({"primitives": ["sep_conv_3x3", "conv_9x9"]}, "primitives="),
+])
+def test_bad_space_keys_are_one_line_errors(overrides, match):
+    from ssnas.errors import UserError
+    from ssnas.space import create_model
+
+    with pytest.raises(UserError, match=match) as info:
+        create_model("tiny", space="autodeeplab", **overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_variant_is_a_one_line_error(capsys):
+    assert main(["profile", "--space", "autodeeplab", "--variant", "huge"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'huge' is not an Auto-DeepLab variant" in err and len(err.splitlines()) == 1
