@@ -49,8 +49,7 @@ def run(args) -> int:
     x = torch.randn(1, model.cfg.in_channels, *size)
     with torch.no_grad():
         diff = float((fused(x) - model(x)).abs().max())
-    print(f"fused: {_count(model)} -> {_count(fused)} parameters, {model.num_edges()} -> "
-          f"{sum(len(c['edges']) for row in fused.spec['cells'] for c in row if c)} edges; "
+    print(f"fused: {_count(model)} -> {_count(fused)} parameters, {model.num_edges()} -> {fused.num_edges()} edges; "
           f"max |fused - supernet| = {diff:.2e}")
     if fmt in ("torch", "safetensors"):
         from ssnas.api import preprocessing_from_config

@@ -52,11 +52,11 @@ def run(args) -> int:
     result = profile(model, size)
     result["variant"] = args.variant
     result["space"] = args.space
-    published = getattr(model, "paper", None) if args.space != "grid" else None   # a space's published figures
-    if published:
-        published = (2 * published["multiply_adds"], published["params"])
-    paper = (PAPER_TABLE3.get(args.variant) if args.space == "grid" else published) \
-        if size == (1024, 2048) and args.num_classes == 19 and not options else None
+    grid = args.space == "grid" and not options
+    paper = PAPER_TABLE3.get(args.variant) if grid and size == (1024, 2048) and args.num_classes == 19 else None
+    published = getattr(model, "paper", None)   # a space's own published figures (e.g. Auto-DeepLab-S/M/L)
+    if published and not grid and not options and size == (1024, 2048) and args.num_classes == 19:
+        paper = (2 * published["multiply_adds"], published["params"])
     if paper:
         result["paper"] = {"flops": paper[0], "params": paper[1]}
     if args.json:
