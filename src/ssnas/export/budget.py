@@ -1,0 +1,170 @@
+"""Discretize a searched supernet to a cost budget: drop edges and kernels greedily until its fused network
+costs at most the budget (``ssnas export --budget 20G``, ``cost.budget``).
+
+The rule. From the supernet as it is (every kept edge and kernel), repeat while the fused network's cost
+(exact, from the cost table: ``cost.grid.discrete_cost``) exceeds the budget:
+
+- the candidate moves are: drop one kept edge of a cell that keeps more than one (its loss: the edge's β̂),
+  and drop one kept kernel of a cell that keeps more than one (its loss: the kernel's α̂) — for the kernel
+  mixture only the cell's largest kept kernel, the one that sets the fused kernel size; for the output
+  mixture any kept kernel, each being a block of its own;
+- each move's saving is the cost it removes, cells (and stem branches) left unconnected included;
+- the move with the smallest loss per cost saved (β̂ or α̂ divided by the saving) is made; moves that save
+  nothing are never made; ties go to edges before kernels, then to the lower layer, level and slot.
+
+β̂ and α̂ are those of the current masks (renormalized after each drop, as the supernet computes them), so
+the rule is §4.2's pruning by β̂ extended with kernels and weighted by what each choice costs. It stops with
+one edge and one kernel per cell at most; a budget below that network's cost is refused. The masked
+supernet is the result: ``fuse_supernet`` folds it like any pruned supernet.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ssnas.cost import cost_table
+from ssnas.cost.grid import discrete_cost, kept_choices
+from ssnas.cost.table import CostTable
+from ssnas.cost.units import format_cost, parse_cost
+from ssnas.errors import UserError
+
+
+def _moves(model, edge_on: np.ndarray, op_kept: np.ndarray):
+    """(kind, index, loss) of every move the rule allows from the current masks."""
+    b_hat = model.beta_hat().detach().cpu().numpy()
+    a_hat = model.alpha_hat().detach().cpu().numpy()
+    kernels = list(model.cfg.kernel_sizes)
+    output = model.cfg.mixture == "output"
+    L, levels = edge_on.shape[:2]
+    for l in range(L):
+        for i in range(levels):
+            js = np.flatnonzero(edge_on[l, i])
+            if len(js) > 1:
+                for j in js:
+                    yield "edge", (l, i, int(j)), float(b_hat[l, i, j])
+    for l in range(L):
+        for i in range(levels):
+            ks = np.flatnonzero(op_kept[l, i])
+            if len(ks) > 1:
+                for k in (ks if output else [max(ks, key=lambda k: kernels[k])]):
+                    yield "kernel", (l, i, int(k)), float(a_hat[l, i, k])
+
+
+@torch.no_grad()
+def discretize_to_budget(model, table: CostTable, budget: float, key: str = "--budget") -> dict:
+    """Mask ``model``'s edges and kernels by the rule (module docstring) until its fused network costs at
+    most ``budget`` by ``table``; returns {"cost", "cost_before", "steps": [{"drop", "where", "loss", "saved"}]}."""
+    edge_on, op_kept = (t.numpy().copy() for t in kept_choices(model))
+    cost = before = discrete_cost(table, edge_on, op_kept)
+    steps = []
+    while cost > budget:
+        best = None
+        for kind, idx, loss in _moves(model, edge_on, op_kept):
+            trial_e, trial_o = edge_on, op_kept
+            if kind == "edge":
+                trial_e = edge_on.copy()
+                trial_e[idx] = False
+            else:
+                trial_o = op_kept.copy()
+                trial_o[idx] = False
+            saved = cost - discrete_cost(table, trial_e, trial_o)
+            if saved > 0 and (best is None or loss / saved < best[0]):
+                best = (loss / saved, kind, idx, loss, saved, trial_e, trial_o)
+        if best is None:
+            raise UserError(f"{key} {format_cost(budget, table.metric)}: below the cheapest network the rule "
+                            f"reaches ({format_cost(cost, table.metric)}: one edge and one kernel per cell), "
+                            f"expected a budget of at least that")
+        _, kind, idx, loss, saved, edge_on, op_kept = best
+        mask = model.edge_mask if kind == "edge" else model.op_mask
+        mask[idx] = False
+        cost -= saved
+        steps.append({"drop": kind, "where": list(idx), "loss": loss, "saved": saved})
+    return {"cost": cost, "cost_before": before, "steps": steps, "metric": table.metric, "budget": budget}
+
+
+def apply_budget(model, cfg, budget: str | None = None, key: str = "cost.budget") -> dict:
+    """Discretize ``model`` to ``budget`` (default ``cfg.cost.budget``) in ``cfg.cost.metric``, the table
+    counted at the cost input size (or read from ``cfg.cost.table``)."""
+    from ssnas.cost.term import cost_input_size
+
+    c = cfg.cost
+    value = parse_cost(budget if budget is not None else c.budget, c.metric, key)
+    table = cost_table(model, c.metric, cost_input_size(cfg), c.table)
+    return discretize_to_budget(model, table, value, key)
+
+
+def _budget_metric(text: str, metric: str | None) -> str:
+    if metric:
+        return metric
+    t = str(text).strip()
+    return "latency" if t.endswith(("ms", "us", "µs")) or (t.endswith("s") and t[:-1].replace(".", "").isdigit()) \
+        else "flops"
+
+
+def budget_from_cli(model, payload: dict, args) -> dict:
+    """``ssnas export --budget``: discretize ``model`` (in place), print the measured cost of its fused
+    network beside the table's and the val mIoU when the run's data is at hand."""
+    from ssnas.cli.profile import parse_size
+    from ssnas.config import ExperimentConfig, _from_dict
+    from ssnas.export.fuse import fuse_supernet
+
+    metric = _budget_metric(args.budget, args.metric)
+    budget = parse_cost(args.budget, metric, "--budget")
+    cfg = None
+    try:
+        cfg = _from_dict(ExperimentConfig, payload.get("config") or {})
+    except UserError:
+        pass   # a checkpoint of an older or foreign config: its data and sizes are then unknown
+    if args.cost_size:
+        size = parse_size(args.cost_size)
+    elif cfg is not None:
+        size = tuple(cfg.cost.input_size or cfg.data.crop_size)
+    else:
+        raise UserError("--cost-size: the checkpoint holds no readable config, expected --cost-size HxW")
+    if metric == "latency" and not args.table:
+        raise UserError("--table: missing, a latency budget needs the table of `ssnas profile --latency`")
+    table = cost_table(model, metric, size, args.table, key="--table")
+    report = discretize_to_budget(model, table, budget)
+    fused = fuse_supernet(model)
+    measured = measure(fused, table)
+    n_edges = int(model.edge_mask.sum())
+    print(f"budget {format_cost(budget, metric)} ({metric} at {table.input_size[0]}x{table.input_size[1]}): "
+          f"{len(report['steps'])} drops ({sum(s['drop'] == 'edge' for s in report['steps'])} edges, "
+          f"{sum(s['drop'] == 'kernel' for s in report['steps'])} kernels), {n_edges} edges kept; table "
+          f"{format_cost(report['cost_before'], metric)} -> {format_cost(report['cost'], metric)}, measured "
+          f"{format_cost(measured, metric)}")
+    report["measured"] = measured
+    if not args.no_eval:
+        report["miou"] = _val_miou(model, cfg)
+        print(f"val mIoU of the budgeted network: {report['miou']:.4f}" if report["miou"] is not None else
+              "val mIoU: not evaluated (the run's val set is not at hand; --no-eval skips this)")
+    return report
+
+
+def measure(fused, table: CostTable) -> float:
+    """The fused network's cost measured directly: the FLOP counter, the parameter count, or its latency timed
+    like the table (same device, runtime and threads)."""
+    from ssnas.space.profile import forward_flops
+
+    size = tuple(table.input_size)
+    if table.metric == "flops":
+        return float(forward_flops(fused, size, fused.spec["in_channels"]))
+    if table.metric == "params":
+        return float(sum(p.numel() for p in fused.parameters()))
+    from ssnas.cost.latency import network_latency
+    m = table.measured
+    return network_latency(fused, size, m.get("device", "cpu"), m.get("runtime", "torch"), m.get("threads"),
+                           m.get("rounds", 30))
+
+
+def _val_miou(model, cfg) -> float | None:
+    from pathlib import Path
+
+    if cfg is None or cfg.task != "segmentation" or not cfg.data.root or not Path(cfg.data.root).is_dir():
+        return None
+    from ssnas.engine.task import SegmentationTask
+    try:
+        task = SegmentationTask(cfg)
+        return float(task.evaluate(model.eval())["miou"])
+    except UserError:
+        return None
