@@ -14,7 +14,7 @@ def run_latency(args) -> int:
     if not args.out:
         raise UserError("--out: missing, expected the path of the latency table to write (e.g. latency-cpu.json)")
     device = "cpu" if args.device == "meta" else args.device
-    if torch.device(device).type not in ("cpu", "cuda"):
+    if device.split(":")[0] not in ("cpu", "cuda"):
         raise UserError(f"--device {args.device}: latency is timed on cpu or cuda, expected one of them")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: no CUDA device here, expected cpu")
