@@ -23,7 +23,7 @@ import torch
 
 from ssnas.cli.profile import parse_size
 from ssnas.cost.grid import discrete_cost, kept_choices
-from ssnas.cost.latency import measure_table, network_latency
+from ssnas.cost.latency import measure_table, network_callable
 from ssnas.export import fuse_supernet
 from ssnas.space import create_model
 
@@ -67,14 +67,19 @@ def main(argv=None) -> None:
         size = parse_size(size_text)
         torch.manual_seed(0)
         model = create_model(variant, num_classes=19, **overrides.get(variant, {})).eval()
+        # the one-hot networks are timed in the same rounds as the table's parts (measure_table's ``extra``):
+        # a load that drifts between two sessions would otherwise show up as a table error
+        archs = [one_hot(create_model(variant, num_classes=19, **overrides.get(variant, {})).eval(), seed)
+                 for seed in range(args.archs)]
+        nets = {seed: network_callable(fuse_supernet(m), size, args.device, args.runtime, args.threads)
+                for seed, m in enumerate(archs)}
         t0 = time.time()
-        table = measure_table(model, size, args.device, args.threads, args.runtime, args.rounds)
+        table = measure_table(model, size, args.device, args.threads, args.runtime, args.rounds, extra=nets)
         row = {"variant": variant, "overrides": overrides.get(variant, {}), "input_size": list(size),
                "table_seconds": time.time() - t0, "archs": []}
-        for seed in range(args.archs):
-            m = one_hot(create_model(variant, num_classes=19, **overrides.get(variant, {})).eval(), seed)
+        for seed, m in enumerate(archs):
             predicted = discrete_cost(table, *kept_choices(m))
-            measured = network_latency(fuse_supernet(m), size, args.device, args.runtime, args.threads, args.rounds)
+            measured = table.measured["extra"][seed]
             row["archs"].append({"seed": seed, "table_ms": predicted, "measured_ms": measured,
                                  "error": predicted / measured - 1})
             print(f"{variant} {size_text} arch {seed}: table {predicted:.2f} ms, measured {measured:.2f} ms, "

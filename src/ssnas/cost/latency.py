@@ -15,9 +15,10 @@ Every part of the fused network (``export/fuse.py``) is a small module that runs
 - cell (l, i): what a live cell adds besides: the ReLU its consumers apply to its output (not in the last
   layer) and, with channel sampling, the concatenation of the bypassed channels.
 
-Timing: eval mode, batch 1, under ``inference_mode``; each part is called ``inner`` times per sample (enough
-for ~2 ms), samples are taken in rounds that visit every part once (so a load spike hits all parts alike),
-and a part's latency is the median of its samples. Parts of equal shapes (the grid's layers are alike) are
+Timing: eval mode, batch 1, under ``inference_mode``; one call per sample, in rounds that visit every part
+once (so a load spike hits all parts alike, and a part's inputs and weights are not cache-hot from calling it
+again and again, which in the network they are not either: timing each part in a tight loop made the table's
+sums 7-38 % low on the development machine), and a part's latency is the median of its samples. Parts of equal shapes (the grid's layers are alike) are
 timed once and their value copied, which the table's ``measured.shared`` records. ``--onnxruntime`` times
 each part as its own ONNX model in an ONNX Runtime session instead.
 """
@@ -38,7 +39,6 @@ from ssnas.export.fuse import DOWN, SAME, UP, FusedSegNet, _conv
 from ssnas.space.backbone import EDGE_OFFSETS
 from ssnas.space.supernet import OUTPUT_STRIDE
 
-SAMPLE_S = 2e-3          # one timing sample: at least this long (``inner`` calls of a part)
 
 
 # ---------------------------------------------------------------------------- the parts
@@ -175,31 +175,27 @@ def _ort_runner(module, inputs, threads: int, tmp: Path, name: str):
 
 
 def time_callables(fns: dict, device="cpu", rounds: int = 30, warmup: int = 3) -> dict:
-    """Median ms of each zero-argument callable, sampled in interleaved rounds (module docstring)."""
-    inner = {}
-    for name, fn in fns.items():
-        for _ in range(warmup):
+    """Median ms of each zero-argument callable: one call per sample, in interleaved rounds (module docstring)."""
+    for _ in range(warmup):
+        for fn in fns.values():
             fn()
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        inner[name] = max(1, int(SAMPLE_S / max(time.perf_counter() - start, 1e-7)))
     samples = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             _sync(device)
             start = time.perf_counter()
-            for _ in range(inner[name]):
-                fn()
+            fn()
             _sync(device)
-            samples[name].append((time.perf_counter() - start) / inner[name] * 1e3)
+            samples[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
 def measure_table(model, input_size, device="cpu", threads: int | None = None, runtime: str = "torch",
-                  rounds: int = 30, warmup: int = 3, progress=None) -> CostTable:
-    """The latency table (ms) of ``model``'s candidates at ``input_size`` on ``device`` (module docstring)."""
+                  rounds: int = 30, warmup: int = 3, progress=None, extra: dict | None = None) -> CostTable:
+    """The latency table (ms) of ``model``'s candidates at ``input_size`` on ``device`` (module docstring).
+
+    ``extra``: more zero-argument callables timed in the same rounds (e.g. whole networks, for a check that
+    is not skewed by load drifting between two sessions); their medians land in ``table.measured["extra"]``."""
     if threads:
         torch.set_num_threads(threads)
     all_parts = parts(model, input_size, device)
@@ -216,7 +212,7 @@ def measure_table(model, input_size, device="cpu", threads: int | None = None, r
                 fns[sig] = (lambda m, a: (lambda: m(*a)))(module, inputs)
         if progress:
             progress(f"timing {len(fns)} distinct parts ({len(all_parts)} in all), {rounds} rounds")
-        ms = time_callables(fns, device, rounds, warmup)
+        ms = time_callables({**fns, **{("extra", k): f for k, f in (extra or {}).items()}}, device, rounds, warmup)
     spec = complete_spec(model)
     L, levels, K = len(spec["cells"]), len(spec["widths"]), len(model.cfg.kernel_sizes)
     table = CostTable(metric="latency", input_size=list(input_size), head=0.0, stem=[0.0] * levels,
@@ -245,7 +241,24 @@ def measure_table(model, input_size, device="cpu", threads: int | None = None, r
     table.measured = {"how": "timed", "device": str(device), "runtime": runtime,
                       "threads": threads or torch.get_num_threads(), "rounds": rounds, "statistic": "median",
                       "torch": torch.__version__, "shared": f"{len(unique)} distinct parts timed for {len(all_parts)}"}
+    if extra:
+        table.measured["extra"] = {k: ms[("extra", k)] for k in extra}
     return table
+
+
+def network_callable(net, input_size, device="cpu", runtime: str = "torch", threads: int | None = None):
+    """A zero-argument callable running one forward of ``net`` (a fused network) as the parts run."""
+    net = net.eval().to(device)
+    x = torch.randn(1, net.spec["in_channels"], *input_size, device=device)
+    if runtime == "onnxruntime":
+        tmp = tempfile.mkdtemp(prefix="ssnas-latency-")
+        with torch.no_grad():
+            return _ort_runner(net, (x,), threads or torch.get_num_threads(), Path(tmp), "net")
+
+    def run():
+        with torch.inference_mode():
+            return net(x)
+    return run
 
 
 def network_latency(net, input_size, device="cpu", runtime: str = "torch", threads: int | None = None,
@@ -253,12 +266,5 @@ def network_latency(net, input_size, device="cpu", runtime: str = "torch", threa
     """Median ms of one forward of ``net`` (a fused network) on a 1×C×H×W input, timed as the parts are."""
     if threads:
         torch.set_num_threads(threads)
-    net = net.eval().to(device)
-    x = torch.randn(1, net.spec["in_channels"], *input_size, device=device)
-    with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        if runtime == "onnxruntime":
-            with torch.inference_mode(False), torch.no_grad():
-                fn = _ort_runner(net, (x,), threads or torch.get_num_threads(), Path(tmp), "net")
-        else:
-            fn = lambda: net(x)  # noqa: E731
-        return time_callables({"net": fn}, device, rounds, warmup)["net"]
+    return time_callables({"net": network_callable(net, input_size, device, runtime, threads)}, device, rounds,
+                          warmup)["net"]

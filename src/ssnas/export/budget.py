@@ -4,17 +4,22 @@ costs at most the budget (``ssnas export --budget 20G``, ``cost.budget``).
 The rule. From the supernet as it is (every kept edge and kernel), repeat while the fused network's cost
 (exact, from the cost table: ``cost.grid.discrete_cost``) exceeds the budget:
 
-- the candidate moves are: drop one kept edge of a cell that keeps more than one (its loss: the edge's β̂),
-  and drop one kept kernel of a cell that keeps more than one (its loss: the kernel's α̂) — for the kernel
+- the candidate moves are: drop one kept edge of a cell that keeps more than one (its loss: the edge's β̂);
+  drop one kept kernel of a cell that keeps more than one (its loss: the kernel's α̂) — for the kernel
   mixture only the cell's largest kept kernel, the one that sets the fused kernel size; for the output
-  mixture any kept kernel, each being a block of its own;
+  mixture any kept kernel, each being a block of its own; and in a cell down to one kernel, switch to a
+  smaller kernel (its loss: softmax(α)_current − softmax(α)_smaller over all kernels, at least 0: the
+  probability the search gave the cell's choice over the smaller one); likewise, in a cell down to one
+  edge, switch to another of its edges (its loss: the same difference of softmax(β) over the cell's edges) —
+  which can leave cells upstream unconnected;
 - each move's saving is the cost it removes, cells (and stem branches) left unconnected included;
 - the move with the smallest loss per cost saved (β̂ or α̂ divided by the saving) is made; moves that save
   nothing are never made; ties go to edges before kernels, then to the lower layer, level and slot.
 
 β̂ and α̂ are those of the current masks (renormalized after each drop, as the supernet computes them), so
 the rule is §4.2's pruning by β̂ extended with kernels and weighted by what each choice costs. It stops with
-one edge and one kernel per cell at most; a budget below that network's cost is refused. The masked
+one edge and the smallest kernel per cell when no move saves anything more; a budget below that network's
+cost is refused (the rule is greedy: a cheaper network may exist). The masked
 supernet is the result: ``fuse_supernet`` folds it like any pruned supernet.
 """
 from __future__ import annotations
@@ -30,9 +35,15 @@ from ssnas.errors import UserError
 
 
 def _moves(model, edge_on: np.ndarray, op_kept: np.ndarray):
-    """(kind, index, loss) of every move the rule allows from the current masks."""
+    """(kind, index, loss) of every move the rule allows from the current masks (index of a switch: (l, i,
+    from, to))."""
     b_hat = model.beta_hat().detach().cpu().numpy()
     a_hat = model.alpha_hat().detach().cpu().numpy()
+    p_alpha = torch.softmax(model.alpha.detach().double(), -1).cpu().numpy()   # unmasked: the search's own
+    from ssnas.space.backbone import beta_hat, edge_valid_mask
+    valid = edge_valid_mask(model.beta.shape[0], model.beta.shape[1]).to(model.beta.device)
+    p_beta = beta_hat(model.beta.detach().double(), valid).cpu().numpy()
+    valid = valid.cpu().numpy()
     kernels = list(model.cfg.kernel_sizes)
     output = model.cfg.mixture == "output"
     L, levels = edge_on.shape[:2]
@@ -42,12 +53,22 @@ def _moves(model, edge_on: np.ndarray, op_kept: np.ndarray):
             if len(js) > 1:
                 for j in js:
                     yield "edge", (l, i, int(j)), float(b_hat[l, i, j])
+            elif len(js) == 1:   # one edge left: another one instead
+                j = int(js[0])
+                for j2 in np.flatnonzero(valid[l, i]):
+                    if j2 != j:
+                        yield "reroute", (l, i, j, int(j2)), max(0.0, float(p_beta[l, i, j] - p_beta[l, i, j2]))
     for l in range(L):
         for i in range(levels):
             ks = np.flatnonzero(op_kept[l, i])
             if len(ks) > 1:
                 for k in (ks if output else [max(ks, key=lambda k: kernels[k])]):
                     yield "kernel", (l, i, int(k)), float(a_hat[l, i, k])
+            elif len(ks) == 1:   # one kernel left: a smaller one instead
+                k = int(ks[0])
+                for k2 in range(len(kernels)):
+                    if kernels[k2] < kernels[k]:
+                        yield "switch", (l, i, k, k2), max(0.0, float(p_alpha[l, i, k] - p_alpha[l, i, k2]))
 
 
 @torch.no_grad()
@@ -64,19 +85,30 @@ def discretize_to_budget(model, table: CostTable, budget: float, key: str = "--b
             if kind == "edge":
                 trial_e = edge_on.copy()
                 trial_e[idx] = False
-            else:
+            elif kind == "reroute":
+                trial_e = edge_on.copy()
+                trial_e[idx[:2]] = False
+                trial_e[idx[0], idx[1], idx[3]] = True
+            elif kind == "kernel":
                 trial_o = op_kept.copy()
                 trial_o[idx] = False
+            else:
+                trial_o = op_kept.copy()
+                trial_o[idx[:2]] = False
+                trial_o[idx[0], idx[1], idx[3]] = True
             saved = cost - discrete_cost(table, trial_e, trial_o)
             if saved > 0 and (best is None or loss / saved < best[0]):
                 best = (loss / saved, kind, idx, loss, saved, trial_e, trial_o)
         if best is None:
             raise UserError(f"{key} {format_cost(budget, table.metric)}: below the cheapest network the rule "
-                            f"reaches ({format_cost(cost, table.metric)}: one edge and one kernel per cell), "
-                            f"expected a budget of at least that")
+                            f"reaches ({format_cost(cost, table.metric)}), expected a budget of at least that")
         _, kind, idx, loss, saved, edge_on, op_kept = best
-        mask = model.edge_mask if kind == "edge" else model.op_mask
-        mask[idx] = False
+        if kind == "edge":
+            model.edge_mask[idx] = False
+        elif kind == "reroute":
+            model.edge_mask[idx[:2]] = torch.from_numpy(edge_on[idx[:2]])
+        else:
+            model.op_mask[idx[:2]] = torch.from_numpy(op_kept[idx[:2]])
         cost -= saved
         steps.append({"drop": kind, "where": list(idx), "loss": loss, "saved": saved})
     return {"cost": cost, "cost_before": before, "steps": steps, "metric": table.metric, "budget": budget}
