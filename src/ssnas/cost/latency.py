@@ -18,7 +18,11 @@ Every part of the fused network (``export/fuse.py``) is a small module that runs
 Timing: eval mode, batch 1, under ``inference_mode``; one call per sample, in rounds that visit every part
 once (so a load spike hits all parts alike, and a part's inputs and weights are not cache-hot from calling it
 again and again, which in the network they are not either: timing each part in a tight loop made the table's
-sums 7-38 % low on the development machine), and a part's latency is the median of its samples. Parts of equal shapes (the grid's layers are alike) are
+sums 7-38 % low on the development machine), and a part's latency is the median of its samples. The clock: on the CPU at one compute thread the process's
+CPU time is taken (``measured.clock: process``): on a busy machine the wall time of a 40-ms network includes
+the other processes' time slices while that of a 50-µs part mostly does not, which made the sums ~55 % low
+on the loaded 2-core development machine; elsewhere (several threads, CUDA with synchronization) the wall
+clock, so measure those on a quiet machine. Parts of equal shapes (the grid's layers are alike) are
 timed once and their value copied, which the table's ``measured.shared`` records. ``--onnxruntime`` times
 each part as its own ONNX model in an ONNX Runtime session instead.
 """
@@ -174,8 +178,20 @@ def _ort_runner(module, inputs, threads: int, tmp: Path, name: str):
     return lambda: session.run(None, feed)
 
 
-def time_callables(fns: dict, device="cpu", rounds: int = 30, warmup: int = 3) -> dict:
-    """Median ms of each zero-argument callable: one call per sample, in interleaved rounds (module docstring)."""
+def pick_clock(device, threads: int | None, runtime: str) -> str:
+    """``process`` (this process's CPU time) on the CPU with one compute thread — torch's ops then run in the
+    calling thread, ONNX Runtime's in one thread of its own — so that other processes on a busy machine do not
+    count; ``wall`` otherwise (several threads, or CUDA)."""
+    one = (threads or torch.get_num_threads()) == 1
+    return "process" if str(device).startswith("cpu") and one else "wall"
+
+
+def time_callables(fns: dict, device="cpu", rounds: int = 30, warmup: int = 3, clock: str = "wall") -> dict:
+    """Median ms of each zero-argument callable: one call per sample, in interleaved rounds (module docstring).
+
+    ``clock``: ``wall`` (perf_counter) or ``process`` (process_time: CPU time of this process, see
+    :func:`pick_clock`)."""
+    now = time.process_time if clock == "process" else time.perf_counter
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -183,10 +199,10 @@ def time_callables(fns: dict, device="cpu", rounds: int = 30, warmup: int = 3) -
     for _ in range(rounds):
         for name, fn in fns.items():
             _sync(device)
-            start = time.perf_counter()
+            start = now()
             fn()
             _sync(device)
-            samples[name].append((time.perf_counter() - start) * 1e3)
+            samples[name].append((now() - start) * 1e3)
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
@@ -212,7 +228,9 @@ def measure_table(model, input_size, device="cpu", threads: int | None = None, r
                 fns[sig] = (lambda m, a: (lambda: m(*a)))(module, inputs)
         if progress:
             progress(f"timing {len(fns)} distinct parts ({len(all_parts)} in all), {rounds} rounds")
-        ms = time_callables({**fns, **{("extra", k): f for k, f in (extra or {}).items()}}, device, rounds, warmup)
+        clock = pick_clock(device, threads, runtime)
+        ms = time_callables({**fns, **{("extra", k): f for k, f in (extra or {}).items()}}, device, rounds, warmup,
+                            clock)
     spec = complete_spec(model)
     L, levels, K = len(spec["cells"]), len(spec["widths"]), len(model.cfg.kernel_sizes)
     table = CostTable(metric="latency", input_size=list(input_size), head=0.0, stem=[0.0] * levels,
@@ -240,6 +258,7 @@ def measure_table(model, input_size, device="cpu", threads: int | None = None, r
             table.merge[l][i] = table.edges[l][i][DOWN] + table.edges[l][i][SAME] - ms[sig]
     table.measured = {"how": "timed", "device": str(device), "runtime": runtime,
                       "threads": threads or torch.get_num_threads(), "rounds": rounds, "statistic": "median",
+                      "clock": clock,
                       "torch": torch.__version__, "shared": f"{len(unique)} distinct parts timed for {len(all_parts)}"}
     if extra:
         table.measured["extra"] = {k: ms[("extra", k)] for k in extra}
@@ -267,4 +286,4 @@ def network_latency(net, input_size, device="cpu", runtime: str = "torch", threa
     if threads:
         torch.set_num_threads(threads)
     return time_callables({"net": network_callable(net, input_size, device, runtime, threads)}, device, rounds,
-                          warmup)["net"]
+                          warmup, pick_clock(device, threads, runtime))["net"]
