@@ -24,7 +24,9 @@ the other processes' time slices while that of a 50-µs part mostly does not, wh
 on the loaded 2-core development machine; elsewhere (several threads, CUDA with synchronization) the wall
 clock, so measure those on a quiet machine. Parts of equal shapes (the grid's layers are alike) are
 timed once and their value copied, which the table's ``measured.shared`` records. ``--onnxruntime`` times
-each part as its own ONNX model in an ONNX Runtime session instead.
+each part as its own ONNX model in an ONNX Runtime session instead; each ``session.run`` has a fixed cost
+that a whole network pays once, so the cost of running a one-element model (``measured.call_overhead_ms``)
+is taken off every part but the head.
 """
 from __future__ import annotations
 
@@ -101,6 +103,13 @@ class _Block(nn.Module):
 
     def forward(self, x):
         return x + self.block(x)
+
+
+class _Nothing(nn.Module):
+    """A one-element add: what an ONNX Runtime ``session.run`` costs besides the work."""
+
+    def forward(self, x):
+        return x + 1
 
 
 class _CellRest(nn.Module):
@@ -226,6 +235,10 @@ def measure_table(model, input_size, device="cpu", threads: int | None = None, r
                     fns[sig] = _ort_runner(module, inputs, threads or torch.get_num_threads(), Path(tmp), name)
             else:
                 fns[sig] = (lambda m, a: (lambda: m(*a)))(module, inputs)
+        if runtime == "onnxruntime":   # what one session.run costs by itself: paid once by a whole network
+            with torch.inference_mode(False), torch.no_grad():
+                fns[("call",)] = _ort_runner(_Nothing(), (torch.zeros(1),), threads or torch.get_num_threads(),
+                                             Path(tmp), "nothing")
         if progress:
             progress(f"timing {len(fns)} distinct parts ({len(all_parts)} in all), {rounds} rounds")
         clock = pick_clock(device, threads, runtime)
@@ -238,8 +251,9 @@ def measure_table(model, input_size, device="cpu", threads: int | None = None, r
                       ops=[[[0.0] * K for _ in range(levels)] for _ in range(L)],
                       cell=[[0.0] * levels for _ in range(L)], merge=[[0.0] * levels for _ in range(L)],
                       space=model.cfg.to_dict())
+    call = ms.get(("call",), 0.0)
     for name, sig, _, _ in all_parts:
-        v = ms[sig]
+        v = ms[sig] if name == "head" else max(0.0, ms[sig] - call)   # one call's overhead per network (head's)
         kind, *idx = name.split(".")
         idx = [int(n) for n in idx]
         if kind == "head":
@@ -255,11 +269,13 @@ def measure_table(model, input_size, device="cpu", threads: int | None = None, r
     for name, sig, _, _ in all_parts:
         if name.startswith("merged."):
             l, i = (int(n) for n in name.split(".")[1:])
-            table.merge[l][i] = table.edges[l][i][DOWN] + table.edges[l][i][SAME] - ms[sig]
+            table.merge[l][i] = table.edges[l][i][DOWN] + table.edges[l][i][SAME] - max(0.0, ms[sig] - call)
     table.measured = {"how": "timed", "device": str(device), "runtime": runtime,
                       "threads": threads or torch.get_num_threads(), "rounds": rounds, "statistic": "median",
                       "clock": clock,
                       "torch": torch.__version__, "shared": f"{len(unique)} distinct parts timed for {len(all_parts)}"}
+    if runtime == "onnxruntime":
+        table.measured["call_overhead_ms"] = call
     if extra:
         table.measured["extra"] = {k: ms[("extra", k)] for k in extra}
     return table
