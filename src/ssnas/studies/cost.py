@@ -158,9 +158,10 @@ def _plot(results, curves, path) -> str:
     fig, (ax, ax2) = figure(2)
     scale = 1e6 if metric != "latency" else 1.0
     unit = {"flops": "MFLOPs", "params": "M params", "latency": "ms"}[metric]
-    for arm, marker in ((COST_ARM, "o"), (PRUNE_ARM, "s"), (FREE, "*")):
+    for arm, marker, color in ((COST_ARM, "o", "C0"), (PRUNE_ARM, "s", "C1"), (FREE, "*", "C2")):
         rs = _arm(rows, arm)
-        ax.scatter([r["cost"] / scale for r in rs], [100 * r["miou"] for r in rs], marker=marker, alpha=0.35, s=14)
+        ax.scatter([r["cost"] / scale for r in rs], [100 * r["miou"] for r in rs], marker=marker, alpha=0.35, s=14,
+                   color=color)
         tags = ["-"] if arm == FREE else [t["tag"] for t in results["targets"]]
         xs, ys, errs = [], [], []
         for tag in tags:
@@ -169,7 +170,7 @@ def _plot(results, curves, path) -> str:
             xs.append(statistics.fmean(r["cost"] for r in sel) / scale)
             ys.append(100 * iv.mean)
             errs.append(0.0 if math.isinf(iv.high) else 100 * (iv.high - iv.mean))
-        ax.errorbar(xs, ys, yerr=errs, marker=marker, label=arm, capsize=3)
+        ax.errorbar(xs, ys, yerr=errs, marker=marker, label=arm, capsize=3, color=color)
     for t in results["targets"]:
         ax.axvline(t["budget"] / scale, color="grey", lw=0.5, ls=":")
     ax.set_xlabel(f"measured cost ({unit})")
@@ -182,7 +183,7 @@ def _plot(results, curves, path) -> str:
         for seed, curve in sorted(runs.items())[:1]:
             pts = [(n + 1, v / t["budget"]) for n, v in enumerate(curve) if v is not None]
             if pts:
-                ax2.plot(*zip(*pts), label=f"{t['tag']} (seed {seed})")
+                ax2.plot(*zip(*pts), marker="." if len(pts) > 20 else "o", label=f"{t['tag']} (seed {seed})")
     ax2.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("E[cost] / target (search epochs)")
