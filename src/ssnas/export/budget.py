@@ -125,6 +125,9 @@ def apply_budget(model, cfg, budget: str | None = None, key: str = "cost.budget"
     return discretize_to_budget(model, table, value, key)
 
 
+LATENCY_RETRIES = 3   # a latency budget: re-aim the table this many times while the measured latency is over
+
+
 def _budget_metric(text: str, metric: str | None) -> str:
     if metric:
         return metric
@@ -135,7 +138,11 @@ def _budget_metric(text: str, metric: str | None) -> str:
 
 def budget_from_cli(model, payload: dict, args) -> dict:
     """``ssnas export --budget``: discretize ``model`` (in place), print the measured cost of its fused
-    network beside the table's and the val mIoU when the run's data is at hand."""
+    network beside the table's and the val mIoU when the run's data is at hand.
+
+    FLOPs and parameters: the table's sum is the measurement. Latency: while the measured latency is over
+    the budget, the table's aim is lowered by the ratio budget / measured and the rule goes on (at most
+    ``LATENCY_RETRIES`` times), so the network meets the budget as measured, not only as the table says."""
     from ssnas.cli.profile import parse_size
     from ssnas.config import ExperimentConfig, _from_dict
     from ssnas.export.fuse import fuse_supernet
@@ -159,18 +166,38 @@ def budget_from_cli(model, payload: dict, args) -> dict:
     report = discretize_to_budget(model, table, budget)
     fused = fuse_supernet(model)
     measured = measure(fused, table)
+    goal = budget
+    for _ in range(LATENCY_RETRIES if metric == "latency" else 0):
+        if measured <= budget:
+            break
+        # the table's sum missed the measurement: aim the table lower by the ratio and go on from here
+        goal *= budget / measured
+        more = discretize_to_budget(model, table, min(goal, report["cost"] * (1 - 1e-9)))
+        report["steps"] += more["steps"]
+        report["cost"] = more["cost"]
+        fused = fuse_supernet(model)
+        measured = measure(fused, table)
     n_edges = int(model.edge_mask.sum())
     print(f"budget {format_cost(budget, metric)} ({metric} at {table.input_size[0]}x{table.input_size[1]}): "
-          f"{len(report['steps'])} drops ({sum(s['drop'] == 'edge' for s in report['steps'])} edges, "
-          f"{sum(s['drop'] == 'kernel' for s in report['steps'])} kernels), {n_edges} edges kept; table "
+          f"{len(report['steps'])} moves ({_kinds(report['steps'])}), {n_edges} edges kept; table "
           f"{format_cost(report['cost_before'], metric)} -> {format_cost(report['cost'], metric)}, measured "
           f"{format_cost(measured, metric)}")
     report["measured"] = measured
+    if measured > budget:
+        print(f"note: the measured latency is over the budget after {LATENCY_RETRIES} corrections of the table's "
+              f"aim (the table's sums are within ~15 % of measurements, docs/cost-aware.md)")
     if not args.no_eval:
         report["miou"] = _val_miou(model, cfg)
         print(f"val mIoU of the budgeted network: {report['miou']:.4f}" if report["miou"] is not None else
               "val mIoU: not evaluated (the run's val set is not at hand; --no-eval skips this)")
     return report
+
+
+def _kinds(steps: list) -> str:
+    names = {"edge": "edges dropped", "kernel": "kernels dropped", "switch": "smaller kernels",
+             "reroute": "edges rerouted"}
+    counts = {k: sum(s["drop"] == k for s in steps) for k in names}
+    return ", ".join(f"{n} {names[k]}" for k, n in counts.items() if n) or "none"
 
 
 def measure(fused, table: CostTable) -> float:
