@@ -11,9 +11,9 @@ modules changes the table with them.
 **E[cost]** is the expected cost of the network obtained by *sampling* one incoming edge per cell with
 probability β̂ and one kernel per cell with probability α̂, independently — the decoding the two-stage
 baseline uses with argmax instead of sampling, so that for a one-hot architecture E[cost] is exactly the
-cost of its fused network. FBNet (Wu et al. 2019, Eq. 5) and ProxylessNAS (Cai et al. 2019, Eq. 4) weight
+cost of its fused network. FBNet (Wu et al. 2019) and ProxylessNAS (Cai et al. 2019) weight
 each layer's candidate costs by the candidates' probabilities, every layer always present; FasterSeg
-(Chen et al. 2020, §3.3) weights a cell's latency by the probability that the sampled path passes through
+(Chen et al. 2020) weights a cell's latency by the probability that the sampled path passes through
 it. The grid needs the second: a cell feeds the head only if some live cell of the next layer picks the
 edge from it, and the fused network drops the others. So a cell's kernel cost counts with α̂ × P(cell
 live), an edge's cost with β̂ × P(its cell live), a stem branch's with P(live). P(live) is computed exactly

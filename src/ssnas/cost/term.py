@@ -3,11 +3,13 @@
 With r = E[cost] / T (E[cost]: ``cost/grid.py``, differentiable in α, β), the forms (``cost.penalty``):
 
 - ``hinge``  (default): L_B + λ · max(0, r − 1) — no pressure while the expected network fits the budget;
-- ``linear``: L_B + λ · r — ProxylessNAS's additive expected-latency regularizer (its Eq. 4, λ·E[LAT]),
-  with the cost in units of the target;
-- ``log``: L_B · (1 + α · ln r)^β — FBNet's multiplicative form CE · α·log(LAT)^β (Wu et al. 2019,
-  Eq. 6, α = 0.2, β = 0.6) with LAT in units of T·e^(−1/α), so that the factor is 1 at the target; the
-  base is clamped at 1e-6 (no gradient) below r = e^(−1/α) (0.7 % of the target at α = 0.2).
+- ``linear``: L_B + λ · r — ProxylessNAS's additive expected-latency regularizer (λ·E[LAT]), with the
+  cost in units of the target;
+- ``log``: L_B · (1 + α · ln r)^β = L_B · (α · ln(E[cost] / (T·e^(−1/α))))^β — FBNet's multiplicative form
+  CE · α log(LAT)^β (Wu et al. 2019; α = 0.2, β = 0.6 there) read as (α·log LAT)^β, with LAT in units of
+  T·e^(−1/α) so that the factor is 1 at the target. (Read as α·(log LAT)^β, α would scale the whole loss,
+  which Adam's steps ignore.) The base is clamped at 1e-6 (no gradient) below r = e^(−1/α) (0.7 % of the
+  target at α = 0.2).
 
 λ or α is ``cost.weight``, β is ``cost.power``. The entropy loss (Eq. 4) is added after: L = [above] + L_ent.
 With ``cost.weight: 0`` (the default) no term exists and the architecture step is exactly the paper's.
