@@ -52,7 +52,8 @@ def test_cost_study_runs_both_arms_within_budget(study):
     metrics = [json.loads(line) for line in (out / "runs" / "cost-t2-s1" / "metrics.jsonl").read_text().splitlines()]
     assert [m["phase"] for m in metrics if "expected_cost" in m] == ["search"]
     ft = yaml.safe_load((out / "configs" / "prune-t1-ft-s0.yaml").read_text())
-    assert ft["cost"]["weight"] == 0.0 and ft["model"]["init_checkpoint"].endswith("unconstrained-s0/checkpoints/last.pt")
+    assert ft["cost"]["weight"] == 0.0
+    assert ft["model"]["init_checkpoint"].endswith("unconstrained-s0/checkpoints/last.pt")
     report = (out / "report.md").read_text()
     assert "mIoU against measured cost" in report and "cost_front.png" in report
     assert report.count("**held**") + report.count("**did not hold**") + report.count("**inconclusive**") >= 3
@@ -76,7 +77,8 @@ def test_cost_study_bad_targets_are_one_line(demo_root, tmp_path, capsys):
 
 
 def _rows(gains):
-    rows = [{"arm": FREE, "target": "-", "seed": s, "miou": 0.7, "cost": 100.0, "budget": float("nan")} for s in range(4)]
+    rows = [{"arm": FREE, "target": "-", "seed": s, "miou": 0.7, "cost": 100.0, "budget": float("nan")}
+            for s in range(4)]
     for tag, gain in gains.items():
         for s in range(4):
             rows.append({"arm": PRUNE_ARM, "target": tag, "seed": s, "miou": 0.6 + 0.01 * s, "cost": 50.0})

@@ -166,7 +166,8 @@ def live_probabilities(b_hat: Tensor) -> tuple[Tensor, Tensor]:
 def expected_cost(t: dict, a_hat: Tensor, b_hat: Tensor) -> Tensor:
     """E[cost] of the fused network sampled by α̂ (kernels) and β̂ (edges); ``t``: ``CostTable.tensors()``.
 
-    E = head + Σ_i P(stem i live)·stem_i + Σ_{l,i} P(cell l,i live)·(cell + Σ_k α̂_k·op_k + Σ_j β̂_j·edge_j).
+    E = head + Σ_i P(stem i live)·stem_i
+          + Σ_{l,i} P(cell l,i live)·(cell + Σ_k α̂_k·op_k + Σ_j β̂_j·edge_j).
     Computed in the table's dtype (float64 by default: FLOP counts exceed float32's exact integers)."""
     a_hat, b_hat = a_hat.to(t["ops"].dtype), b_hat.to(t["edges"].dtype)
     live, stem = live_probabilities(b_hat)

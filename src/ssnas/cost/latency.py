@@ -18,11 +18,11 @@ Every part of the fused network (``export/fuse.py``) is a small module that runs
 Timing: eval mode, batch 1, under ``inference_mode``; one call per sample, in rounds that visit every part
 once (so a load spike hits all parts alike, and a part's inputs and weights are not cache-hot from calling it
 again and again, which in the network they are not either: timing each part in a tight loop made the table's
-sums 7-38 % low on the development machine), and a part's latency is the median of its samples. The clock: on the CPU at one compute thread the process's
-CPU time is taken (``measured.clock: process``): on a busy machine the wall time of a 40-ms network includes
-the other processes' time slices while that of a 50-µs part mostly does not, which made the sums ~55 % low
-on the loaded 2-core development machine; elsewhere (several threads, CUDA with synchronization) the wall
-clock, so measure those on a quiet machine. Parts of equal shapes (the grid's layers are alike) are
+sums 7-38 % low on the development machine), and a part's latency is the median of its samples. The clock:
+on the CPU at one compute thread the process's CPU time is taken (``measured.clock: process``): on a busy
+machine the wall time of a 40-ms network includes the other processes' time slices while that of a 50-µs
+part mostly does not, which made the sums ~55 % low on the loaded 2-core development machine; elsewhere
+(several threads, CUDA with synchronization) the wall clock, so measure those on a quiet machine. Parts of equal shapes (the grid's layers are alike) are
 timed once and their value copied, which the table's ``measured.shared`` records. ``--onnxruntime`` times
 each part as its own ONNX model in an ONNX Runtime session instead; each ``session.run`` has a fixed cost
 that a whole network pays once, so the cost of running a one-element model (``measured.call_overhead_ms``)

@@ -25,7 +25,8 @@ import math
 import statistics
 
 from ssnas.errors import UserError
-from ssnas.studies.common import derive, figure, markdown_table, pct, pct_pm, save_figure, seeds_of, study_param
+from ssnas.studies.common import (derive, figure, markdown_table, pct, pct_pm, save_figure, seeds_of,
+                                  study_param)
 from ssnas.studies.stats import by_seed, claim, combine, difference, mean_interval
 
 TITLE = "Cost-aware search vs pruning alone: mIoU against measured cost (issue 16)"
@@ -72,7 +73,8 @@ def reference_cost(cfg) -> float:
 def _targets(cfg) -> list:
     from ssnas.cost.units import parse_cost
 
-    targets = study_param(cfg, "targets", list, "a list of >= 1 budgets: fractions of E0 (e.g. 0.8) or costs (e.g. 40M)")
+    targets = study_param(cfg, "targets", list,
+                          "a list of >= 1 budgets: fractions of E0 (e.g. 0.8) or costs (e.g. 40M)")
     if not targets:
         raise UserError(f"study.targets: {targets!r} is not valid, expected a non-empty list")
     for t in targets:
@@ -110,12 +112,12 @@ def run(cfg, study_dir, progress) -> dict:
             text = f"{budget:.9g}"
             searched = study_dir.train(f"cost-{tag}-s{seed}", derive(free_cfg, {"cost.weight": float(weight),
                                                                                 "cost.target": text}))
-            curves.setdefault(tag, {})[seed] = [r.get("expected_cost") for r in study_dir.metrics(f"cost-{tag}-s{seed}")]
+            curves.setdefault(tag, {})[seed] = [r.get("expected_cost")
+                                                for r in study_dir.metrics(f"cost-{tag}-s{seed}")]
             for arm, source in ((COST_ARM, f"cost-{tag}-s{seed}"), (PRUNE_ARM, f"unconstrained-s{seed}")):
                 name = f"{'cost' if arm == COST_ARM else 'prune'}-{tag}-ft-s{seed}"
-                tuned = study_dir.train(name, derive(free_cfg, {**finetune, "cost.budget": text,
-                                                                "model.init_checkpoint": study_dir.checkpoint(source)}),
-                                        measure=measure)
+                changes = {**finetune, "cost.budget": text, "model.init_checkpoint": study_dir.checkpoint(source)}
+                tuned = study_dir.train(name, derive(free_cfg, changes), measure=measure)
                 rows.append({"arm": arm, "target": tag, "budget": budget, "seed": seed, "miou": tuned["miou"],
                              "cost": tuned["measure"]["cost"], "edges": tuned["measure"]["edges"],
                              "searched_miou": searched["miou"] if arm == COST_ARM else free["miou"]})
@@ -135,16 +137,17 @@ def _markdown(results, format_cost) -> str:
     rows, metric = results["rows"], results["metric"]
     body = []
     free = _arm(rows, FREE)
-    body.append([FREE, "-", format_cost(statistics.fmean(r["cost"] for r in free), metric), pct_pm([r["miou"] for r in free]),
-                 f"{statistics.fmean(r['edges'] for r in free):.1f}", len(free)])
+    body.append([FREE, "-", format_cost(statistics.fmean(r["cost"] for r in free), metric),
+                 pct_pm([r["miou"] for r in free]), f"{statistics.fmean(r['edges'] for r in free):.1f}", len(free)])
     for t in results["targets"]:
         for arm in (COST_ARM, PRUNE_ARM):
             rs = _arm(rows, arm, t["tag"])
             body.append([arm, f"{t['tag']}: {format_cost(t['budget'], metric)}",
-                         format_cost(statistics.fmean(r["cost"] for r in rs), metric), pct_pm([r["miou"] for r in rs]),
-                         f"{statistics.fmean(r['edges'] for r in rs):.1f}", len(rs)])
+                         format_cost(statistics.fmean(r["cost"] for r in rs), metric),
+                         pct_pm([r["miou"] for r in rs]), f"{statistics.fmean(r['edges'] for r in rs):.1f}", len(rs)])
     size = "x".join(str(s) for s in results["input_size"])
-    e0 = "" if results["e0"] is None else f" E0 (uniform architecture's expected cost) = {format_cost(results['e0'], metric)};"
+    e0 = "" if results["e0"] is None else \
+        f" E0 (uniform architecture's expected cost) = {format_cost(results['e0'], metric)};"
     return "\n".join([
         f"**mIoU against measured cost** ({metric} of the fused network at {size}).{e0} cost term: "
         f"{results['penalty']} penalty, weight {results['cost_weight']:g}; both arms discretized to the budget by "
@@ -198,14 +201,16 @@ def verdict(results) -> str:
 
     rows, metric, words, lines = results["rows"], results["metric"], [], []
     for t in results["targets"]:
-        a, b = by_seed(rows, "miou", arm=COST_ARM, target=t["tag"]), by_seed(rows, "miou", arm=PRUNE_ARM, target=t["tag"])
-        iv = difference(a, b)
+        iv = difference(by_seed(rows, "miou", arm=COST_ARM, target=t["tag"]),
+                        by_seed(rows, "miou", arm=PRUNE_ARM, target=t["tag"]))
         word, text = claim(iv, +1, None, scale=100, unit=" points")
         words.append(word)
         ca = statistics.fmean(r["cost"] for r in _arm(rows, COST_ARM, t["tag"]))
         cb = statistics.fmean(r["cost"] for r in _arm(rows, PRUNE_ARM, t["tag"]))
-        over = [r for r in _arm(rows, COST_ARM, t["tag"]) + _arm(rows, PRUNE_ARM, t["tag"]) if r["cost"] > t["budget"] * (1 + 1e-9)]
-        lines.append(f"- target {t['tag']} ({format_cost(t['budget'], metric)}): measured cost {format_cost(ca, metric)} "
+        over = [r for r in _arm(rows, COST_ARM, t["tag"]) + _arm(rows, PRUNE_ARM, t["tag"])
+                if r["cost"] > t["budget"] * (1 + 1e-9)]
+        lines.append(f"- target {t['tag']} ({format_cost(t['budget'], metric)}): measured cost "
+                     f"{format_cost(ca, metric)} "
                      f"(cost term) vs {format_cost(cb, metric)} (pruning alone)"
                      f"{'' if not over else f', {len(over)} run(s) OVER the budget'}; mIoU cost term − pruning alone "
                      f"= {text}.")
