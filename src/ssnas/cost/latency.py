@@ -22,8 +22,8 @@ sums 7-38 % low on the development machine), and a part's latency is the median 
 on the CPU at one compute thread the process's CPU time is taken (``measured.clock: process``): on a busy
 machine the wall time of a 40-ms network includes the other processes' time slices while that of a 50-µs
 part mostly does not, which made the sums ~55 % low on the loaded 2-core development machine; elsewhere
-(several threads, CUDA with synchronization) the wall clock, so measure those on a quiet machine. Parts of equal shapes (the grid's layers are alike) are
-timed once and their value copied, which the table's ``measured.shared`` records. ``--onnxruntime`` times
+(several threads, CUDA with synchronization) the wall clock, so measure those on a quiet machine. Parts of
+equal shapes (the grid's layers are alike) are timed once and their value copied, which the table's ``measured.shared`` records. ``--onnxruntime`` times
 each part as its own ONNX model in an ONNX Runtime session instead; each ``session.run`` has a fixed cost
 that a whole network pays once, so the cost of running a one-element model (``measured.call_overhead_ms``)
 is taken off every part but the head.
