@@ -119,6 +119,20 @@ class EntropyConfig:
 
 
 @dataclass
+class CostConfig:
+    """Cost-aware search (docs/cost-aware.md): a penalty on E[cost], the expected cost of the fused network
+    under alpha-hat and beta-hat, added to L_B in the architecture step; off while ``weight`` is 0."""
+    metric: str = "flops"                  # flops | params | latency (latency reads `table`)
+    target: Optional[str] = None           # the budget T: e.g. 20G (FLOPs), 3M (params), 15ms (latency)
+    weight: float = 0.0                    # hinge/linear: lambda; log: FBNet's alpha (0.2); 0: no cost term
+    penalty: str = "hinge"                 # hinge: lambda*max(0, E/T-1) | linear: lambda*E/T | log: L_B*(1+alpha*ln(E/T))^power
+    power: float = 0.6                     # log: FBNet's beta
+    table: Optional[str] = None            # latency table JSON of `ssnas profile --latency` (metric latency)
+    input_size: Optional[tuple[int, int]] = None   # H, W the FLOPs are counted at (default: data.crop_size)
+    budget: Optional[str] = None           # discretize the built model greedily to this budget (export --budget)
+
+
+@dataclass
 class EvalConfig:
     interval: int = 1                      # evaluate every N epochs (and always at the end)
     flip: bool = False
@@ -172,6 +186,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     arch_optim: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     entropy: EntropyConfig = field(default_factory=EntropyConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
     darts: DartsConfig = field(default_factory=DartsConfig)
@@ -217,6 +232,8 @@ CHOICES = {
     "darts.topology": ("none", "dots"),
     "darts.dataset": ("cifar10", "digits", "fashion-mnist"),
     "darts.hessian_method": ("auto", "exact", "power"),
+    "cost.metric": ("flops", "params", "latency"),     # = ssnas.cost.units.METRICS
+    "cost.penalty": ("hinge", "linear", "log"),        # = ssnas.cost.term.PENALTIES
 }
 
 
@@ -239,6 +256,7 @@ BOUNDS = {
     "arch_optim.lr": "(0, inf)", "arch_optim.weight_decay": "[0, inf)", "arch_optim.betas": "[0, 1)",
     "arch_optim.reference_steps": "[1, inf)",
     "entropy.c_alpha": "[0, inf)", "entropy.c_beta": "[0, inf)",
+    "cost.weight": "[0, inf)", "cost.power": "(0, inf)", "cost.input_size": "[1, 16384]",
     "eval.interval": "[1, inf)", "eval.scales": "(0, 16]", "eval.max_images": "[1, inf)",
     "run.checkpoint_interval": "[1, inf)", "run.keep_every": "[0, inf)", "run.max_bad_steps": "[1, inf)",
     "run.threads": "[1, 4096]", "run.hessian_every": "[0, inf)",
@@ -583,6 +601,26 @@ def validate(cfg: ExperimentConfig, prefix: str = "") -> None:
         bad("model.kernel_sizes", f"{list(cfg.model.kernel_sizes)}, expected a non-empty list of odd sizes")
     if cfg.darts.early_stop and cfg.run.hessian_every == 0:
         bad("darts.early_stop", "needs the eigenvalue, expected run.hessian_every > 0")
+    _validate_cost(cfg, prefix)
+
+
+def _validate_cost(cfg: ExperimentConfig, prefix: str) -> None:
+    """``cost``: a target (and, for latency, a table) when the term is on; budgets that parse."""
+    from ssnas.cost.units import parse_cost
+
+    c = cfg.cost
+    try:
+        if c.weight > 0:
+            if c.target is None:
+                raise UserError("cost.target: missing, expected the budget of cost.weight > 0, e.g. 20G (flops)")
+            parse_cost(c.target, c.metric, "cost.target")
+        if c.budget is not None:
+            parse_cost(c.budget, c.metric, "cost.budget")
+        if c.metric == "latency" and (c.weight > 0 or c.budget is not None) and not c.table:
+            raise UserError("cost.table: missing, expected the latency table of `ssnas profile --latency` "
+                            "(cost.metric: latency)")
+    except UserError as exc:
+        raise UserError(f"{prefix}{exc}") from None
 
 
 def config_hash(cfg: ExperimentConfig) -> str:

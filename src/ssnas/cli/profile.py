@@ -33,10 +33,23 @@ def register(sub) -> None:
     p.add_argument("--num-classes", type=int, default=19)
     p.add_argument("--device", default="meta", help="meta (default: count without computing) or cpu/cuda")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    g = p.add_argument_group("latency table (cost-aware search, docs/cost-aware.md)")
+    g.add_argument("--latency", action="store_true",
+                   help="time every candidate (per layer, level, kernel and edge) in its fused form on --device "
+                        "(cpu or cuda) and write the latency table that cost.metric: latency reads")
+    g.add_argument("--checkpoint", help="the model of this checkpoint or run folder instead of --variant")
+    g.add_argument("--onnxruntime", action="store_true", help="time the parts in ONNX Runtime (CPU) instead of torch")
+    g.add_argument("--threads", type=int, default=1, help="compute threads while timing (default 1)")
+    g.add_argument("--rounds", type=int, default=30, help="timing rounds; a part's latency is its median (default 30)")
+    g.add_argument("--out", help="the table file (JSON) to write, with --latency")
+    g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.latency:
+        from ssnas.cost.profile_latency import run_latency
+        return run_latency(args)
     from ssnas.config import CHOICES, parse_overrides
     from ssnas.space import create_model
     from ssnas.space.profile import PAPER_TABLE3, profile

@@ -97,6 +97,8 @@ class Trainer:
         self.opt_a = torch.optim.Adam(self._arch, lr=self.arch_lr, betas=tuple(a.betas),
                                       weight_decay=a.weight_decay)
         self.total_steps = p.epochs * self.iters
+        from ssnas.cost.term import build_cost_term
+        self.cost_term = build_cost_term(cfg, model)   # cost-aware search (cost/term.py); None: off (default)
         self.state = {"epoch": 0, "iter": 0, "step": 0, "bad_steps": 0, "skipped_steps": 0,
                       "best_score": -math.inf, "acc": {}, "entropy_search_start": None,
                       "entropy_search_end": None, "wall_time": 0.0, "initial_entropy": arch_entropies(model)}
@@ -205,17 +207,22 @@ class Trainer:
             logits = model(batch["image"])
             loss = self.task.loss(logits.float(), batch)
         ent = entropy_loss(model, e.c_alpha, e.c_beta, f_t, e.reduction).to(loss.device)
-        total = loss + ent
+        total, extra = loss + ent, ()
+        if self.cost_term is not None:   # L_B with the cost penalty (+ L_ent), and E[cost] to log
+            total, expected = self.cost_term.objective(model, loss, ent)
+            extra = (expected,)
         grads = torch.autograd.grad(total, arch, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(arch, grads)]
         grads = distributed.average_gradients(grads, self.ctx)
         finite = torch.isfinite(total.detach())
         for g in grads:
             finite = finite & torch.isfinite(g).all()
-        finite, loss_value, ent_value = to_host(finite, loss, ent)  # the step's one host-device sync
+        finite, loss_value, ent_value, *extra = to_host(finite, loss, ent, *extra)  # the step's one sync
         if not finite:
             self._restore_buffers()
             return None
+        if extra:
+            self._add("expected_cost", extra[0])
         self.opt_a.zero_grad(set_to_none=True)
         for p, g in zip(arch, grads):
             p.grad = g

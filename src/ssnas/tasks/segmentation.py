@@ -111,6 +111,9 @@ class SegmentationTask(TaskBase):
             model.discretize(edges_per_cell=m.discretize_edges, ops=m.discretize_ops)
         if m.prune_edges > 0:
             model.prune_edges(m.prune_edges)
+        if self.cfg.cost.budget is not None:   # greedy discretization to a cost budget (export/budget.py)
+            from ssnas.export.budget import apply_budget
+            apply_budget(model, self.cfg)
         return model
 
     def augment(self, batch: dict, device) -> dict:
