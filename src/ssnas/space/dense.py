@@ -4,7 +4,7 @@ The paper's future work (§5: "efficiently incorporate long-range connections in
 the manner of DCNAS's densely connected space. A cell at layer l and level i may take input from every
 cell of the previous ``k`` layers (the stem is layer 0) at every level i' with |i' − i| ≤ ``span``:
 
-    X_i^l = Σ_{d=1..k} Σ_{|i'-i| ≤ span} P_{i'→i}(Y_{i'}^{l-d}) · β̂^l_{(d,i')→i}          (Eq. 1, generalized)
+    X_i^l = Σ_{d=1..k} Σ_{|i'-i| ≤ span} P_{i'→i}(Y_{i'}^{l-d}) · β̂^l_{(d,i')→i}    (Eq. 1, generalized)
 
 and β̂ is a softmax over *all* of the cell's incoming transmissions (Eq. 2, generalized; transmissions
 from before the stem or from a level outside 0..3 are masked). β has shape (L, 4, k·(2·span+1)), one slot
@@ -57,15 +57,18 @@ def dense_slots(k: int, span: int) -> list[tuple[int, int]]:
     return [(d, off) for d in range(1, k + 1) for off in range(-span, span + 1)]
 
 
+def exists(layer: int, level: int, slot: tuple[int, int], levels: int = LEVELS) -> bool:
+    """Whether the transmission ``slot`` = (d, Δ) into the cell at (layer, level) has a source: layer - d + 1 ≥ 0
+    (0 is the stem; ``layer`` counts from 0) and a level in 0..levels-1."""
+    d, off = slot
+    return layer + 1 - d >= 0 and 0 <= level + off < levels
+
+
 def dense_valid_mask(layers: int, k: int, span: int, levels: int = LEVELS) -> Tensor:
-    """(L, levels, k·(2·span+1)) bool: the transmissions that exist (source at layer ≥ 0, level in 0..levels-1)."""
+    """(L, levels, k·(2·span+1)) bool: the transmissions that exist (see :func:`exists`)."""
     slots = dense_slots(k, span)
-    valid = torch.zeros(layers, levels, len(slots), dtype=torch.bool)
-    for l in range(layers):
-        for i in range(levels):
-            for s, (d, off) in enumerate(slots):
-                valid[l, i, s] = (l + 1 - d >= 0) and 0 <= i + off < levels
-    return valid
+    return torch.tensor([[[exists(l, i, s, levels) for s in slots] for i in range(levels)] for l in range(layers)],
+                        dtype=torch.bool)
 
 
 def check_dense_keys(cfg: SpaceConfig, source: str, dense_k, level_span) -> tuple[int, int]:
@@ -124,7 +127,6 @@ class DenseBackbone(nn.Module):
         self.layers, self.widths, self.k = layers, list(widths), k
         self.slots = dense_slots(k, span)
         levels = len(widths)
-        valid = dense_valid_mask(layers, k, span, levels)
         self.cells = nn.ModuleList()
         self.edges = nn.ModuleList()
         for l in range(layers):
@@ -132,8 +134,8 @@ class DenseBackbone(nn.Module):
                 Cell(widths[i], expansion, kernel_sizes, mixture, sampling, squeeze_excite, shared_kernels)
                 for i in range(levels)))
             self.edges.append(nn.ModuleList(
-                nn.ModuleDict({str(s): LongShapeAlign(widths[i + off], widths[i], i + off, i)
-                               for s, (_, off) in enumerate(self.slots) if valid[l, i, s]})
+                nn.ModuleDict({str(s): LongShapeAlign(widths[i + slot[1]], widths[i], i + slot[1], i)
+                               for s, slot in enumerate(self.slots) if exists(l, i, slot, levels)})
                 for i in range(levels)))
 
     def forward(self, features: list[Tensor], alpha_hat: Tensor, beta_hat: Tensor) -> list[Tensor]:
@@ -240,14 +242,13 @@ class DenseSuperNet(SuperNet):
         with torch.no_grad():
             a_hat, b_hat = self.alpha_hat().cpu(), self.beta_hat().cpu()
         kernels = [int(k) for k in self.cfg.kernel_sizes]
-        valid = dense_valid_mask(self.cfg.layers, self.cfg.dense_k, self.cfg.level_span)
         cells = []
         for l in range(self.cfg.layers):
             for i in range(LEVELS):
                 a = a_hat[l, i].masked_fill(~self.op_mask[l, i].cpu(), -1.0)
                 edges = [{"from_layer": l + 1 - d, "from_stride": stride(i + off), "beta_hat": float(b_hat[l, i, s]),
                           "kept": bool(self.edge_mask[l, i, s])}
-                         for s, (d, off) in enumerate(self.slots) if valid[l, i, s]]
+                         for s, (d, off) in enumerate(self.slots) if exists(l, i, (d, off))]
                 cells.append({"layer": l + 1, "level": i, "stride": stride(i),
                               "alpha_hat": {str(k): float(a_hat[l, i, n]) for n, k in enumerate(kernels)},
                               "kernel": kernels[int(a.argmax())], "edges": edges})
@@ -313,7 +314,8 @@ class FusedDenseNet(nn.Module):
                                               _conv(half, half, 3, 1), nn.ReLU(),
                                               _conv(half, widths[i], 3, 2), nn.ReLU())
         self.layers = nn.ModuleList(
-            nn.ModuleDict({str(i): FusedDenseCell(widths, i, c, self.slots) for i, c in enumerate(row) if c is not None})
+            nn.ModuleDict({str(i): FusedDenseCell(widths, i, c, self.slots)
+                           for i, c in enumerate(row) if c is not None})
             for row in spec["cells"])
         self.head_fuse = _conv(sum(widths), spec["head_channels"])
         self.classifier = _conv(spec["head_channels"], spec["num_classes"])
