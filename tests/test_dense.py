@@ -173,3 +173,103 @@ def test_checkpoint_space_record_rebuilds_the_same_space():
     again = create_dense(record)
     assert isinstance(again, DenseSuperNet) and again.cfg == model.cfg
     again.load_state_dict(model.state_dict())
+
+
+# ---------------------------------------------------------------------------- through the CLI (smoke scale)
+@pytest.fixture(scope="module")
+def dense_run(demo_root, tmp_path_factory):
+    """The smoke config (3 epochs: warmup, search, fine-tune) on the dense space (k=2, every level)."""
+    from ssnas.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "dense"
+    code = main(["search", "--config", "smoke", "--out", str(out), "--set", f"data.root={demo_root}",
+                 "--set", "model.space=dense", "--set", "model.dense_k=2", "--set", "model.level_span=3",
+                 "--set", "run.tensorboard=false", "--set", "run.keep_every=1"])
+    assert code == 0
+    return out
+
+
+def test_single_stage_protocol_runs_end_to_end(dense_run):
+    import json
+
+    from ssnas.engine.checkpoint import load_checkpoint, load_model
+
+    states = [load_checkpoint(dense_run / "checkpoints" / f"epoch_{e:04d}.pt")["model"] for e in range(4)]
+    for e, phase in enumerate(["warmup", "search", "finetune"]):
+        changed = not torch.equal(states[e]["beta"], states[e + 1]["beta"])
+        assert changed == (phase == "search"), phase          # β moves in the search phase only
+    model, payload = load_model(dense_run / "checkpoints" / "last.pt")
+    assert isinstance(model, DenseSuperNet) and model.arch_frozen
+    assert (model.cfg.dense_k, model.cfg.level_span) == (2, 3) and payload["space"]["space"] == "dense"
+    summary = json.loads((dense_run / "summary.json").read_text())
+    assert 0 <= summary["miou"] <= 1
+    arch = json.loads((dense_run / "architecture.json").read_text())
+    assert arch["space"] == "dense" and len(arch["cells"]) == 2 * 4
+    assert sum(len(c["edges"]) for c in arch["cells"]) == model.num_edges() == 48
+    assert summary["costs"]["fused"]["gflops"] > 0
+    assert (dense_run / "plots" / "architecture.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+def test_export_round_trip(dense_run, tmp_path, fmt, capsys):
+    import ssnas
+    from ssnas.cli import main
+    from ssnas.engine.checkpoint import load_model
+
+    out = tmp_path / f"dense.{fmt}"
+    assert main(["export", "--checkpoint", str(dense_run), "--out", str(out), "--input-size", "64x128"]) == 0
+    assert "max |fused - supernet|" in capsys.readouterr().out
+    model = load_model(dense_run / "checkpoints" / "last.pt")[0].eval()
+    released = ssnas.load(out)
+    x = torch.randn(1, 3, 64, 128)
+    with torch.no_grad():
+        assert float((released(x) - model(x)).abs().max()) <= TOL
+
+
+@pytest.mark.parametrize("override, match", [
+    ("model.dense_k=0", "model.dense_k"), ("model.level_span=4", "model.level_span"),
+    ("model.space=ring", "model.space"),
+])
+def test_bad_config_values_are_one_line(override, match, demo_root, tmp_path, capsys):
+    from ssnas.cli import main
+
+    code = main(["search", "--config", "smoke", "--out", str(tmp_path / "r"), "--set", f"data.root={demo_root}",
+                 "--set", "model.space=dense", "--set", override])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and match in err and "\n" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_dense_keys_are_refused_for_the_grid_and_leave_grid_hashes_alone():
+    from ssnas.config import config_hash, load_config
+
+    with pytest.raises(UserError, match="model.dense_k"):
+        load_config("smoke", ["model.dense_k=2"])
+    assert config_hash(load_config("smoke")) == config_hash(load_config("smoke", ["model.space=grid"]))
+
+
+def test_space_compare_study_at_a_tiny_scale(demo_root, tmp_path):
+    """grid vs dense over two seeds, 3 one-step epochs each: the report, rows and CIs are written."""
+    import json
+
+    import yaml
+
+    from ssnas.cli import main
+
+    cfg = yaml.safe_load(open("configs/smoke.yaml"))
+    cfg.update(name="space-compare-tiny", study={"seeds": [0, 1], "spaces": {
+        "grid": {}, "dense": {"model.space": "dense", "model.dense_k": 2, "model.level_span": 1}}})
+    cfg["data"]["root"] = str(demo_root)
+    cfg["protocol"]["iters_per_epoch"] = 1
+    cfg["eval"] = {"interval": 1000, "max_images": 2}
+    cfg["run"]["tensorboard"] = False
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert main(["study", "space-compare", "--config", str(path), "--out", str(tmp_path / "s")]) == 0
+    results = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert [r["space"] for r in results["rows"]] == ["grid", "grid", "dense", "dense"]
+    grid, dense_ = results["spaces"]["grid"], results["spaces"]["dense"]
+    assert dense_["edges"]["mean"] > grid["edges"]["mean"] and dense_["flops"]["mean"] > grid["flops"]["mean"]
+    assert grid["miou"]["low"] <= grid["miou"]["mean"] <= grid["miou"]["high"]
+    report = (tmp_path / "s" / "report.md").read_text()
+    assert "dense − grid mIoU" in report and "95% CI" in report

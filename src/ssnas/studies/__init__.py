@@ -27,6 +27,7 @@ STUDIES = {
     "two-stage": "ssnas.studies.two_stage",             # Tables 4, 6
     "splits": "ssnas.studies.splits",                   # Table 7
     "hessian": "ssnas.studies.hessian",                 # Fig. 4
+    "space-compare": "ssnas.studies.space_compare",     # grid vs dense space (issue 15, the paper's future work)
 }
 
 
