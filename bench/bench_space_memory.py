@@ -48,11 +48,9 @@ def peak_bytes(fn) -> tuple[int, float]:
 
 
 def build(space: str, variant: str, layers: int, filters: int, k: int | None, span: int | None):
-    from ssnas.space.variants import create_model
-    if space == "grid":
-        return create_model(variant, num_classes=19, layers=layers, filters=filters)
-    from ssnas.space.dense import create_dense
-    return create_dense(variant, dense_k=k, level_span=span, num_classes=19, layers=layers, filters=filters)
+    from ssnas.space import create_model
+    options = {} if space == "grid" else {"k": k, "level_span": span}
+    return create_model(variant, space=space, num_classes=19, layers=layers, filters=filters, **options)
 
 
 def measure(space, variant, layers, filters, k, span, batch, size) -> dict:
@@ -80,7 +78,7 @@ def measure(space, variant, layers, filters, k, span, batch, size) -> dict:
     eval_peak, eval_s = peak_bytes(infer)
     backbone_peak, _ = peak_bytes(backbone)
     train_peak, train_s = peak_bytes(step)
-    return {"space": space, "dense_k": k, "level_span": span, "layers": layers, "filters": filters,
+    return {"space": space, "k": k, "level_span": span, "layers": layers, "filters": filters,
             "edges": int(model.edge_mask.sum()), "params": costs["params"], "gflops": costs["flops"] / 1e9,
             "eval_peak_mb": eval_peak / 2 ** 20, "eval_s": eval_s,
             "backbone_eval_peak_mb": backbone_peak / 2 ** 20,

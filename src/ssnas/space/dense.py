@@ -2,26 +2,29 @@
 
 The paper's future work (§5: "efficiently incorporate long-range connections into the search space"), in
 the manner of DCNAS's densely connected space. A cell at layer l and level i may take input from every
-cell of the previous ``k`` layers (the stem is layer 0) at every level i' with |i' − i| ≤ ``span``:
+cell of the previous ``k`` layers (the stem is layer 0) at every level i' with |i' − i| ≤ ``level_span``:
 
     X_i^l = Σ_{d=1..k} Σ_{|i'-i| ≤ span} P_{i'→i}(Y_{i'}^{l-d}) · β̂^l_{(d,i')→i}    (Eq. 1, generalized)
 
 and β̂ is a softmax over *all* of the cell's incoming transmissions (Eq. 2, generalized; transmissions
-from before the stem or from a level outside 0..3 are masked). β has shape (L, 4, k·(2·span+1)), one slot
-per (d, Δ = i' − i), ordered by d, then Δ — so k = 1, span = 1 is exactly the grid's (L, 4, 3) with
-slots (s/2, s, 2s), its parameter names included (``tests/test_dense.py`` compares the two).
+from before the stem or from a level outside the grid are masked). β has shape (L, LEVELS, k·(2·span+1)),
+one slot per (d, Δ = i' − i), ordered by d, then Δ — so k = 1, span = 1 is exactly the grid's
+(L, LEVELS, 3) with slots (s/2, s, 2s), its parameter names included (``tests/test_dense.py`` compares
+the two). The keys are ``model.options: {k: 2, level_span: 3}`` (the defaults).
 
 Memory: the forward pass keeps the activations of only the last k layers (a ring of k), not all of them.
 P for a jump of |Δ| levels resamples by 2^|Δ| (average pooling down, bilinear up) around the same
 ReLU → 1×1 conv → BN as the grid's.
 
-Export (:meth:`DenseSuperNet.fuse`): β̂, α̂, BN and the channel shuffle fold exactly as in the grid
-(``export/fuse.py``); transmissions into a cell from its own or finer levels run as one 1×1 conv over
-their concatenated, pooled inputs, those from each coarser level as one conv at that level's resolution,
-then one upsampling (conv and BN commute with bilinear interpolation and with average pooling).
+Export (:meth:`DenseSuperNet.fuse`): the grid's blocks fold themselves (``ShapeAlign.fold`` with β̂,
+``Cell.fuse`` with α̂, the stem, the head, the channel shuffle as a permutation of the consumers' inputs);
+transmissions into a cell from its own or finer levels run as one 1×1 conv over their concatenated, pooled
+inputs, those from each coarser level as one conv at that level's resolution, then one upsampling (conv and
+BN commute with bilinear interpolation and with average pooling).
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass
 
@@ -31,25 +34,27 @@ from torch import Tensor, nn
 
 from ssnas.arch import masked_softmax
 from ssnas.errors import UserError
-from ssnas.space.backbone import LEVELS, ShapeAlign
+from ssnas.ops.fold import permute_inputs, set_conv
+from ssnas.space.backbone import ShapeAlign
+from ssnas.space.base import FUSED_FORMAT, FUSED_VERSION, register_space
 from ssnas.space.cell import Cell
 from ssnas.space.head import SegmentationHead
+from ssnas.space.operations import FusedBlock
 from ssnas.space.stem import MultiScaleStem
-from ssnas.space.supernet import ARCH_INIT_STD, OUTPUT_STRIDE, SpaceConfig, SuperNet
+from ssnas.space.supernet import ARCH_INIT_STD, SpaceConfig, SuperNet
+from ssnas.space.topology import LEVELS, OUTPUT_STRIDE, stride
+from ssnas.space.variants import space_config
 
 NAME = "dense"
 DEFAULT_K = 2                # layers back a cell may read from (1 = the grid's consecutive layers)
-DEFAULT_SPAN = LEVELS - 1    # levels away a cell may read from (3 = every level, as DCNAS's dense space)
+DEFAULT_SPAN = LEVELS - 1    # levels away a cell may read from (LEVELS - 1 = every level, as DCNAS's dense space)
 
 
 @dataclass
 class DenseSpaceConfig(SpaceConfig):
-    """The grid's hyperparameters plus the reach of a cell's inputs: ``dense_k`` layers, ``level_span`` levels."""
-    dense_k: int = DEFAULT_K
+    """The grid's hyperparameters plus the reach of a cell's inputs: ``k`` layers back, ``level_span`` levels."""
+    k: int = DEFAULT_K
     level_span: int = DEFAULT_SPAN
-
-    def to_dict(self) -> dict:
-        return {**super().to_dict(), "space": NAME}
 
 
 def dense_slots(k: int, span: int) -> list[tuple[int, int]]:
@@ -71,46 +76,46 @@ def dense_valid_mask(layers: int, k: int, span: int, levels: int = LEVELS) -> Te
                         dtype=torch.bool)
 
 
-def check_dense_keys(cfg: SpaceConfig, source: str, dense_k, level_span) -> tuple[int, int]:
-    """``dense_k`` in 1..layers and ``level_span`` in 0..3 (defaults when None); one UserError line otherwise."""
-    k = DEFAULT_K if dense_k is None else dense_k
+def check_keys(layers: int, k, level_span) -> tuple[int, int]:
+    """``k`` in 1..layers and ``level_span`` in 0..LEVELS-1 (defaults when None); one UserError line otherwise."""
+    k = DEFAULT_K if k is None else k
     span = DEFAULT_SPAN if level_span is None else level_span
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= cfg.layers:
-        raise UserError(f"{source}: dense_k={k!r}, expected an integer in [1, {cfg.layers}] (1..layers: how many "
-                        f"previous layers a cell reads from)")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= layers:
+        raise UserError(f"model.options.k: {k!r}, expected an integer in [1, {layers}] (the previous layers a dense "
+                        f"cell reads from, at most model.layers)")
     if isinstance(span, bool) or not isinstance(span, int) or not 0 <= span <= LEVELS - 1:
-        raise UserError(f"{source}: level_span={span!r}, expected an integer in [0, {LEVELS - 1}] (how many levels "
-                        f"away a cell reads from)")
+        raise UserError(f"model.options.level_span: {span!r}, expected an integer in [0, {LEVELS - 1}] (how many "
+                        f"levels away a dense cell reads from)")
     return k, span
 
 
-def dense_config(variant="small", dense_k: int | None = None, level_span: int | None = None,
+def dense_config(variant="small", k: int | None = None, level_span: int | None = None,
                  **overrides) -> DenseSpaceConfig:
-    """A variant (name, dict or SpaceConfig; validated as the grid's) with the dense space's two keys."""
-    from ssnas.space.variants import space_config
-
+    """A variant (a name, a dict such as a checkpoint's ``space`` record, or a config), validated as the grid's,
+    with the dense space's two keys."""
     if isinstance(variant, SpaceConfig):
-        source, base = "variant", variant
-        dense_k = getattr(variant, "dense_k", None) if dense_k is None else dense_k
+        k = getattr(variant, "k", None) if k is None else k
         level_span = getattr(variant, "level_span", None) if level_span is None else level_span
+        base = dataclasses.replace(SpaceConfig(**{f.name: getattr(variant, f.name)
+                                                  for f in dataclasses.fields(SpaceConfig)}),
+                                   **{key: v for key, v in overrides.items() if v is not None})
     else:
-        source = variant if isinstance(variant, str) else "variant"
-        if isinstance(variant, dict):   # e.g. a checkpoint's stored space: the grid's keys + ours
-            variant = {key: v for key, v in variant.items() if key != "space"}
-            stored_k, stored_span = variant.pop("dense_k", None), variant.pop("level_span", None)
-            dense_k = stored_k if dense_k is None else dense_k
+        if isinstance(variant, dict):
+            variant = {key: v for key, v in variant.items() if key != "search_space"}
+            stored_k, stored_span = variant.pop("k", None), variant.pop("level_span", None)
+            k = stored_k if k is None else k
             level_span = stored_span if level_span is None else level_span
         base = space_config(variant, **overrides)
-    fields = {f: getattr(base, f) for f in SpaceConfig.__dataclass_fields__}
-    k, span = check_dense_keys(base, source, dense_k, level_span)
-    return DenseSpaceConfig(**fields, dense_k=k, level_span=span)
+    k, span = check_keys(base.layers, k, level_span)
+    return DenseSpaceConfig(**dataclasses.asdict(base), k=k, level_span=span)
 
 
 class LongShapeAlign(ShapeAlign):
     """P across |Δ| levels: the grid's ReLU → (resample) → 1×1 conv → BN, resampling by 2^|Δ|.
 
     Down pools 2^Δ × 2^Δ; up interpolates bilinearly to the target size (conv first while training, as the
-    grid's P does). For |Δ| ≤ 1 it is the grid's P, operation for operation."""
+    grid's P does). For |Δ| ≤ 1 it is the grid's P, operation for operation; it folds as the grid's
+    (``ShapeAlign.fold``)."""
 
     def project(self, y: Tensor, size: tuple[int, int]) -> Tensor:
         if self.direction > 1:
@@ -119,7 +124,7 @@ class LongShapeAlign(ShapeAlign):
 
 
 class DenseBackbone(nn.Module):
-    """``cells[l][i]`` and ``edges[l][i][str(s)]`` for the valid slots s of :func:`dense_slots`."""
+    """``cells[l][i]`` and ``edges[l][i][str(s)]`` for the existing slots s of :func:`dense_slots`."""
 
     def __init__(self, layers: int, widths: list[int], k: int, span: int, expansion: float, kernel_sizes,
                  mixture: str, sampling: float, squeeze_excite: bool, shared_kernels: bool = True):
@@ -139,7 +144,7 @@ class DenseBackbone(nn.Module):
                 for i in range(levels)))
 
     def forward(self, features: list[Tensor], alpha_hat: Tensor, beta_hat: Tensor) -> list[Tensor]:
-        """features: the stem's 4 outputs (layer 0); returns the 4 outputs of the last layer.
+        """features: the stem's outputs (layer 0); returns the outputs of the last layer.
 
         Only the last k layers' activations are held (``recent[-d]`` is layer l - d), each once: P's ReLU is
         applied once per source cell, not once per outgoing transmission."""
@@ -153,35 +158,59 @@ class DenseBackbone(nn.Module):
                 for key, align in self.edges[l][i].items():
                     s = int(key)
                     d, off = self.slots[s]
-                    term = align.project(recent[-d][i + off], size) * beta_hat[l, i, s]     # Eq. 1
+                    term = align(recent[-d][i + off], size, activated=True) * beta_hat[l, i, s]   # Eq. 1
                     x = term if x is None else x + term
-                out.append(cell(x, alpha_hat[l, i]))                                       # Eq. 3
+                out.append(cell(x, alpha_hat[l, i]))                                          # Eq. 3
             if l + 1 < self.layers:
                 recent.append([F.relu(o) for o in out])
         return out
 
 
-class DenseSuperNet(SuperNet):
-    """The grid's supernet (same stem, cells, head, α, masks and protocol) on the dense backbone."""
+class DenseSuperNet(nn.Module):
+    """The dense supernet: the grid's stem, cells, head, α and masks on the dense backbone.
+
+    It implements :class:`~ssnas.space.base.SearchSpace`. Where nothing depends on the connectivity it runs
+    the grid's own methods (borrowed from :class:`SuperNet`, not inherited: a dense net is no grid, and code
+    that recognizes the grid by its class, e.g. its architecture plot, must not take it for one)."""
+
+    space_name = NAME
 
     def __init__(self, cfg: DenseSpaceConfig):
-        nn.Module.__init__(self)
+        super().__init__()
         self.cfg = cfg
         widths = cfg.widths
         self.stem = MultiScaleStem(widths, cfg.in_channels)
-        self.backbone = DenseBackbone(cfg.layers, widths, cfg.dense_k, cfg.level_span, cfg.expansion,
+        self.backbone = DenseBackbone(cfg.layers, widths, cfg.k, cfg.level_span, cfg.expansion,
                                       tuple(cfg.kernel_sizes), cfg.mixture, cfg.sampling, cfg.squeeze_excite,
                                       cfg.shared_kernels)
         self.head = SegmentationHead(widths, cfg.num_classes, cfg.head_channels)
         kernels, slots = len(cfg.kernel_sizes), len(self.backbone.slots)
         self.alpha = nn.Parameter(ARCH_INIT_STD * torch.randn(cfg.layers, LEVELS, kernels))
         self.beta = nn.Parameter(ARCH_INIT_STD * torch.randn(cfg.layers, LEVELS, slots))
-        self.register_buffer("edge_mask", dense_valid_mask(cfg.layers, cfg.dense_k, cfg.level_span))
+        self.register_buffer("edge_mask", dense_valid_mask(cfg.layers, cfg.k, cfg.level_span))
         self.register_buffer("op_mask", torch.ones(cfg.layers, LEVELS, kernels, dtype=torch.bool))
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
 
+    # the grid's, unchanged: α, the weights, freezing, the forward pass (stem → backbone → head, padding)
+    arch_parameters = SuperNet.arch_parameters
+    weight_parameters = SuperNet.weight_parameters
+    alpha_hat = SuperNet.alpha_hat
+    arch_state_keys = SuperNet.arch_state_keys
+    arch_frozen = SuperNet.arch_frozen
+    freeze_architecture = SuperNet.freeze_architecture
+    unfreeze_architecture = SuperNet.unfreeze_architecture
+    _apply_frozen_flag = SuperNet._apply_frozen_flag
+    num_edges = SuperNet.num_edges
+    forward = SuperNet.forward
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._apply_frozen_flag()
+        return result
+
     @property
     def slots(self) -> list[tuple[int, int]]:
+        """(layers back, level offset) of each slot of β's last axis."""
         return self.backbone.slots
 
     def beta_hat(self) -> Tensor:
@@ -197,35 +226,39 @@ class DenseSuperNet(SuperNet):
 
     # ----------------------------------------------------------------- discretization
     def discretize(self, edges_per_cell: int | None = 1, ops: bool = True) -> None:
-        """The grid's :meth:`SuperNet.discretize` over the larger edge set: the top ``edges_per_cell``
-        transmissions of each cell by β̂ (at most all of its valid ones)."""
-        if edges_per_cell is not None:
-            if edges_per_cell < 1:
-                raise ValueError("edges_per_cell must be >= 1")
-            with torch.no_grad():
+        """The top ``edges_per_cell`` transmissions of each cell by β̂ (all of them when it has fewer) and, if
+        ``ops``, its top kernel by α̂; masked choices get weight 0, the rest are renormalized."""
+        with torch.no_grad():
+            if edges_per_cell is not None:
+                if edges_per_cell < 1:
+                    raise ValueError("edges_per_cell must be >= 1")
                 scores = self.beta_hat().masked_fill(~self.edge_mask, -1.0)
                 top = scores.topk(min(edges_per_cell, len(self.slots)), dim=-1).indices
                 keep = torch.zeros_like(self.edge_mask).scatter_(-1, top, True)
                 self.edge_mask &= keep
-        super().discretize(edges_per_cell=None, ops=ops)
+            if ops:
+                scores = self.alpha_hat().masked_fill(~self.op_mask, -1.0)
+                keep = torch.zeros_like(self.op_mask).scatter_(-1, scores.argmax(-1, keepdim=True), True)
+                self.op_mask &= keep
 
     def prune_edges(self, fraction: float) -> int:
-        """Drop the ``fraction`` of kept transmissions with the weakest β̂, never a cell's last one (as the grid's
-        :meth:`SuperNet.prune_edges`, ranked over all slots of a cell)."""
+        """Drop the ``fraction`` of kept transmissions with the weakest β̂ — ranked within their cell, as the
+        grid's (§4.2) — never a cell's last one. Returns the number dropped."""
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        slots = len(self.slots)
         with torch.no_grad():
-            mask = self.edge_mask.reshape(-1, len(self.slots)).clone()
+            mask = self.edge_mask.reshape(-1, slots).clone()
             target = int(round(fraction * int(mask.sum())))
-            scores = self.beta_hat().reshape(-1, len(self.slots))
+            scores = self.beta_hat().reshape(-1)
             flat = torch.nonzero(mask.reshape(-1)).squeeze(1)
-            order = flat[torch.argsort(scores.reshape(-1)[flat], stable=True)]
+            order = flat[torch.argsort(scores[flat], stable=True)]
             per_cell = mask.sum(-1)
             dropped = 0
             for idx in order.tolist():
                 if dropped >= target:
                     break
-                cell, s = divmod(idx, len(self.slots))
+                cell, s = divmod(idx, slots)
                 if per_cell[cell] > 1:
                     mask[cell, s] = False
                     per_cell[cell] -= 1
@@ -233,44 +266,60 @@ class DenseSuperNet(SuperNet):
             self.edge_mask.copy_(mask.reshape(self.edge_mask.shape))
         return dropped
 
-    # ----------------------------------------------------------------- reading and export
-    def describe_architecture(self) -> dict:
-        """JSON-able: per cell α̂, its kernel and every valid transmission (from layer, stride, β̂, kept)."""
-        from ssnas.arch import arch_entropies
-        from ssnas.space.architecture import FORMAT, VERSION, stride
+    # ----------------------------------------------------------------- export, cost, description
+    def fuse(self) -> "FusedDenseNet":
+        """The deployable :class:`FusedDenseNet` (same eval-mode logits, no α, β, BN)."""
+        return fuse_dense(self)
 
-        with torch.no_grad():
-            a_hat, b_hat = self.alpha_hat().cpu(), self.beta_hat().cpu()
+    def cost_groups(self) -> dict:
+        """The grid's components: the stem and the head whole, each cell, each transmission's P."""
+        groups = {"stem": "stem"}
+        for l in range(self.cfg.layers):
+            for i in range(LEVELS):
+                groups[f"backbone.cells.{l}.{i}"] = "cells"
+        for l in range(self.cfg.layers):
+            for i in range(LEVELS):
+                for s in self.backbone.edges[l][i]:
+                    groups[f"backbone.edges.{l}.{i}.{s}"] = "P"
+        groups["head"] = "head"
+        return groups
+
+    @torch.no_grad()
+    def describe_architecture(self) -> dict:
+        """JSON-able: per cell α̂, its kernel and every transmission (from layer and stride, β̂, kept)."""
+        from ssnas.arch import arch_entropies
+        from ssnas.space.architecture import FORMAT, VERSION
+
+        a_hat, b_hat = self.alpha_hat().cpu(), self.beta_hat().cpu()
+        op_mask, edge_mask = self.op_mask.cpu(), self.edge_mask.cpu()
         kernels = [int(k) for k in self.cfg.kernel_sizes]
         cells = []
         for l in range(self.cfg.layers):
             for i in range(LEVELS):
-                a = a_hat[l, i].masked_fill(~self.op_mask[l, i].cpu(), -1.0)
+                a = a_hat[l, i].masked_fill(~op_mask[l, i], -1.0)
                 edges = [{"from_layer": l + 1 - d, "from_stride": stride(i + off), "beta_hat": float(b_hat[l, i, s]),
-                          "kept": bool(self.edge_mask[l, i, s])}
+                          "kept": bool(edge_mask[l, i, s])}
                          for s, (d, off) in enumerate(self.slots) if exists(l, i, (d, off))]
                 cells.append({"layer": l + 1, "level": i, "stride": stride(i),
                               "alpha_hat": {str(k): float(a_hat[l, i, n]) for n, k in enumerate(kernels)},
                               "kernel": kernels[int(a.argmax())], "edges": edges})
         return {"format": FORMAT, "version": VERSION, "space": NAME, "layers": self.cfg.layers,
-                "dense_k": self.cfg.dense_k, "level_span": self.cfg.level_span,
+                "k": self.cfg.k, "level_span": self.cfg.level_span,
                 "strides": [stride(i) for i in range(LEVELS)], "kernel_sizes": kernels,
                 "frozen": self.arch_frozen, "cells": cells, "entropy": arch_entropies(self)}
 
-    def fuse(self) -> "FusedDenseNet":
-        """The deployable network (:class:`FusedDenseNet`): same eval-mode logits, no α, β, BN."""
-        return fuse_dense(self)
+
+# ---------------------------------------------------------------------------- the fused network
+def _conv(cin: int, cout: int, kernel: int = 1, stride_: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel, stride_, kernel // 2, bias=True)
 
 
-# ---------------------------------------------------------------------------- export
 class FusedDenseCell(nn.Module):
-    """Eq. 1 with β̂ folded into one conv over the same/finer sources and one per coarser source level, then
-    the fused cell body (``export/fuse.py``'s blocks, α̂ folded)."""
+    """Eq. 1 with β̂ folded: one conv over the same/finer sources (pooled, concatenated) and one per coarser
+    source level (at its resolution, then upsampled); then the cell's folded blocks (Eq. 3, α̂ folded)."""
 
     def __init__(self, widths: list[int], level: int, spec: dict, slots: list):
         super().__init__()
-        from ssnas.export.fuse import FusedBlock, _conv
-
         self.edges = list(spec["edges"])
         self.op_channels = spec["op_channels"]
         channels = widths[level]
@@ -297,12 +346,11 @@ class FusedDenseCell(nn.Module):
 
 
 class FusedDenseNet(nn.Module):
-    """The fused dense network: stem → live cells (reading the last k layers) → head; a plain-value ``spec``."""
+    """The deployable dense network: stem → live cells (reading the last k layers) → head; rebuilt from its
+    plain-value ``spec`` (``spec["space"] == "dense"``)."""
 
     def __init__(self, spec: dict):
         super().__init__()
-        from ssnas.export.fuse import _conv
-
         self.spec = spec
         widths = spec["widths"]
         self.slots = [tuple(s) for s in spec["slots"]]
@@ -320,9 +368,12 @@ class FusedDenseNet(nn.Module):
         self.head_fuse = _conv(sum(widths), spec["head_channels"])
         self.classifier = _conv(spec["head_channels"], spec["num_classes"])
 
+    def num_edges(self) -> int:
+        return sum(len(c["edges"]) for row in self.spec["cells"] for c in row if c)
+
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
-        x = F.pad(x, (0, (-w) % OUTPUT_STRIDE, 0, (-h) % OUTPUT_STRIDE))
+        x = F.pad(x, (0, (-w) % OUTPUT_STRIDE, 0, (-h) % OUTPUT_STRIDE))   # always: a traced graph fits any size
         levels = len(self.spec["widths"])
         feats: list[Tensor | None] = [None] * levels
         for key, branch in self.stem.items():
@@ -341,8 +392,7 @@ class FusedDenseNet(nn.Module):
                     src = recent[-d][i + off]
                     fine.append(F.avg_pool2d(src, 2 ** -off) if off else src)
                 coarse = [[recent[-self.slots[s][0]][lvl] for s in cell.up[lvl]] for lvl in cell.up_levels]
-                size = [x.shape[-2] // (4 * 2 ** i), x.shape[-1] // (4 * 2 ** i)]
-                out[i] = cell(fine, coarse, size)
+                out[i] = cell(fine, coarse, [x.shape[-2] // stride(i), x.shape[-1] // stride(i)])
             feats = out
         base = feats[0].shape[-2:]
         ups = [feats[0]] + [F.interpolate(f, size=base, mode="bilinear", align_corners=False) for f in feats[1:]]
@@ -367,66 +417,72 @@ def _live_cells(edge_on: Tensor, slots: list) -> list[list[bool]]:
 
 @torch.no_grad()
 def fuse_dense(model: DenseSuperNet) -> FusedDenseNet:
-    """Fold α̂, β̂, BN and the channel shuffle of a dense supernet (exact in eval mode)."""
-    from ssnas.export.fuse import FORMAT, VERSION, _cell_spec, _fill_block, _fold, _permute_inputs, _set, \
-        _shuffle_perm
-    from ssnas.export.fuse import FOLD_DTYPE
-
+    """Fold α̂, β̂, BN and the channel shuffle of a dense supernet; exact in eval mode. Transmissions with β̂ = 0
+    are dropped, and so are the cells (and stem branches) that then reach the head through none."""
     cfg, slots = model.cfg, model.slots
     widths = cfg.widths
     a_hat, b_hat = model.alpha_hat().detach(), model.beta_hat().detach()
     edge_on = (b_hat != 0) & model.edge_mask
     live = _live_cells(edge_on, slots)
-    cells = model.backbone.cells
-    spec_cells = [[_cell_spec(cells[l][i], a_hat[l, i], [s for s in range(len(slots)) if edge_on[l, i, s]])
-                   if live[l + 1][i] else None for i in range(len(widths))] for l in range(cfg.layers)]
-    spec = dict(format=FORMAT, version=VERSION, space=NAME, in_channels=cfg.in_channels,
+    cells, edges = model.backbone.cells, model.backbone.edges
+    blocks, spec_cells = {}, []
+    for l in range(cfg.layers):
+        row = []
+        for i in range(len(widths)):
+            if not live[l + 1][i]:
+                row.append(None)
+                continue
+            blocks[l, i] = cells[l][i].fuse(a_hat[l, i])
+            row.append(dict(edges=[s for s in range(len(slots)) if edge_on[l, i, s]],
+                            op_channels=cells[l][i].op_channels, blocks=[b.spec() for b in blocks[l, i]]))
+        spec_cells.append(row)
+    spec = dict(format=FUSED_FORMAT, version=FUSED_VERSION, space=NAME, in_channels=cfg.in_channels,
                 num_classes=cfg.num_classes, widths=list(widths), head_channels=cfg.head_channels,
                 slots=[list(s) for s in slots], stem=[i for i in range(len(widths)) if live[0][i]], cells=spec_cells)
     ref = next(model.parameters())
     fused = FusedDenseNet(spec).to(device=ref.device, dtype=ref.dtype)
 
-    for key, branch in fused.stem.items():
-        for dst_conv, conv_bn in zip(branch[0::2], model.stem.branches[int(key)]):
-            _set(dst_conv, *_fold(conv_bn[0].weight, conv_bn[1]))
-
-    # perms[n][i]: channel order of the output of layer n (0 = stem) at level i (the shuffles, folded)
-    perms = [[torch.arange(c) for c in widths]]
+    for key in fused.stem:
+        fused.stem[key] = model.stem.fuse(int(key))
+    perms = [[torch.arange(c) for c in widths]]   # perms[n][i]: channel order of layer n's output at level i
     for l, layer in enumerate(fused.layers):
         for key, fcell in layer.items():
             i = int(key)
-            aligns = model.backbone.edges[l][i]
 
             def folded(s):
                 d, off = slots[s]
-                w, b = _fold(aligns[str(s)].conv.weight, aligns[str(s)].bn, b_hat[l, i, s])
-                return _permute_inputs(w, perms[l + 1 - d][i + off]), b
+                w, b = edges[l][i][str(s)].fold(b_hat[l, i, s])
+                return permute_inputs(w, perms[l + 1 - d][i + off]), b
 
             for conv, group in [(fcell.fine_conv, fcell.fine)] + list(zip(fcell.up_convs, fcell.up.values())):
                 if conv is not None:
                     parts = [folded(s) for s in group]
-                    _set(conv, torch.cat([w for w, _ in parts], 1), sum(b for _, b in parts))
-            cell = cells[l][i]
-            if cell.mixture == "kernel":
-                op = cell.ops[0]
-                _fill_block(fcell.blocks[0], op, op.dw.superkernel(a_hat[l, i]), torch.ones(()))
-            else:
-                kept = [(op, a) for op, a in zip(cell.ops, a_hat[l, i]) if a != 0]
-                for block, (op, a) in zip(fcell.blocks, kept):
-                    _fill_block(block, op, op.dw.superkernel(None), a.to(FOLD_DTYPE))
-        perms.append([_shuffle_perm(cells[l][i]) for i in range(len(widths))])
-
-    w, b = _fold(model.head.fuse[0].weight, model.head.fuse[1])
-    offsets = [0]
-    for c in widths:
-        offsets.append(offsets[-1] + c)
-    w = torch.cat([_permute_inputs(w[:, offsets[i]:offsets[i + 1]], perms[-1][i]) for i in range(len(widths))], 1)
-    _set(fused.head_fuse, w, b)
-    fused.classifier.load_state_dict(model.head.classifier.state_dict())
+                    set_conv(conv, torch.cat([w for w, _ in parts], 1), sum(b for _, b in parts))
+            fcell.blocks = blocks[l, i]
+        perms.append([cells[l][i].output_permutation() for i in range(len(widths))])
+    head = model.head.reparameterize(perms[-1])
+    fused.head_fuse, fused.classifier = head[0], head[2]
     return fused.eval()
 
 
-def create_dense(variant="small", dense_k: int | None = None, level_span: int | None = None,
-                 **overrides) -> DenseSuperNet:
-    """Build a dense supernet: ``create_dense("tiny", dense_k=2, level_span=1, num_classes=3)``."""
-    return DenseSuperNet(dense_config(variant, dense_k, level_span, **overrides))
+# ---------------------------------------------------------------------------- registration
+def check_checkpoint(space: dict, state: dict, path) -> None:
+    """Before anything is built: the stored hyperparameters agree with the stored α and β (a crafted record
+    asking for a huge network is refused here, not built)."""
+    from ssnas.space.grid import check_checkpoint as check_grid
+
+    check_grid(space, state, path)
+    layers, k, span = space.get("layers"), space.get("k"), space.get("level_span")
+    beta = state.get("beta")
+    if not isinstance(k, int) or not isinstance(span, int) or not isinstance(beta, torch.Tensor) \
+            or tuple(beta.shape) != (layers, LEVELS, k * (2 * span + 1)):
+        shape = tuple(beta.shape) if isinstance(beta, torch.Tensor) else "missing"
+        raise UserError(f"{path}: the stored dense space ({layers} layers, k={k}, level_span={span}) does not match "
+                        f"the stored beta {shape}")
+
+
+@register_space(NAME, fused=FusedDenseNet, check_checkpoint=check_checkpoint, tiny={"variant": "tiny"})
+def build_dense(variant="small", k: int | None = None, level_span: int | None = None, **overrides) -> DenseSuperNet:
+    """A dense supernet: ``create_model("tiny", space="dense", k=2, level_span=1, num_classes=3)``; ``variant``
+    is a variant name, a dict (a checkpoint's ``space`` record) or a :class:`DenseSpaceConfig`."""
+    return DenseSuperNet(dense_config(variant, k, level_span, **overrides))

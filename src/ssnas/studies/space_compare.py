@@ -29,7 +29,7 @@ PAPER = ("No number: the paper's conclusion hypothesizes that incorporating long
 def space_cost(checkpoint: str, size: list) -> dict:
     """Parameters, edges and forward FLOPs (one ``size`` image) of a final supernet and of its fused network,
     measured once in the sub-run's process and kept with its record."""
-    from ssnas.engine.checkpoint import load_model
+    from ssnas.tasks.segmentation import load_model
     from ssnas.space.profile import forward_flops
     from ssnas.studies.common import decoded_cost
 
