@@ -225,6 +225,16 @@ def test_export_round_trip(dense_run, tmp_path, fmt, capsys):
         assert float((released(x) - model(x)).abs().max()) <= TOL
 
 
+def test_onnx_export_is_checked_against_onnxruntime(dense_run, tmp_path, capsys):
+    """``ssnas export`` compares ONNX Runtime with torch itself (and fails beyond its tolerance)."""
+    from ssnas.cli import main
+
+    out = tmp_path / "dense.onnx"
+    assert main(["export", "--checkpoint", str(dense_run), "--out", str(out), "--input-size", "64x128",
+                 "--exporter", "torchscript"]) == 0
+    assert "max |onnxruntime - torch|" in capsys.readouterr().out and out.stat().st_size > 0
+
+
 @pytest.mark.parametrize("override, match", [
     ("model.options={k: 0}", "model.options.k"), ("model.options={level_span: 4}", "model.options.level_span"),
     ("model.options={k: 3}", "model.options.k"), ("model.space=ring", "model.space"),
