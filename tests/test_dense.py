@@ -159,6 +159,7 @@ def test_profile_counts_the_extra_transmissions():
     (dict(k=0), "model.options.k"), (dict(k=3), "model.options.k"), (dict(k=1.5), "model.options.k"),
     (dict(k=True), "model.options.k"), (dict(level_span=4), "model.options.level_span"),
     (dict(level_span=-1), "model.options.level_span"), (dict(level_span="all"), "model.options.level_span"),
+    (dict(span=2), "model.options.span: not a key of the dense space"),
 ])
 def test_bad_keys_are_one_line_errors(kw, key):
     with pytest.raises(UserError, match=key) as err:

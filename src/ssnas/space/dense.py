@@ -93,6 +93,9 @@ def dense_config(variant="small", k: int | None = None, level_span: int | None =
                  **overrides) -> DenseSpaceConfig:
     """A variant (a name, a dict such as a checkpoint's ``space`` record, or a config), validated as the grid's,
     with the dense space's two keys."""
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(SpaceConfig)})
+    if unknown:   # overrides are model.* keys and model.options: name the option
+        raise UserError(f"model.options.{unknown[0]}: not a key of the dense space, expected k or level_span")
     if isinstance(variant, SpaceConfig):
         k = getattr(variant, "k", None) if k is None else k
         level_span = getattr(variant, "level_span", None) if level_span is None else level_span
