@@ -241,16 +241,15 @@ def test_onnx_export_is_checked_against_onnxruntime(dense_run, tmp_path, capsys)
     ("model.options={k: 3}", "model.options.k"), ("model.space=ring", "model.space"),
 ])
 def test_bad_config_values_are_one_line(override, match, demo_root, tmp_path, capsys):
-    """(``model.options`` is checked when the space builds the model, after the run folder is claimed: the
-    folder of such a failed start then holds a config.yaml — the registry's behaviour for every space.)"""
+    """``model.options`` is checked by the space's builder (``Task.check``, on the meta device) before the run
+    folder is made: nothing is left behind, so the corrected command can use the same folder."""
     from ssnas.cli import main
 
     code = main(["search", "--config", "smoke", "--out", str(tmp_path / "r"), "--set", f"data.root={demo_root}",
                  "--set", "model.space=dense", "--set", override])
     err = capsys.readouterr().err.strip()
     assert code == 2 and match in err and "\n" not in err
-    if override.startswith("model.space"):
-        assert not (tmp_path / "r").exists()
+    assert not (tmp_path / "r").exists()
 
 
 def test_dense_keys_are_refused_for_the_grid_and_leave_grid_hashes_alone(demo_root, tmp_path, capsys):

@@ -69,6 +69,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         has_ckpt = False
+        self.task.check()   # a config mistake only the task sees: before the run folder is made
         if self.ctx.is_main:
             has_ckpt = self.run_dir.prepare(cfg, self.resume, self.overwrite)
         has_ckpt = distributed.broadcast_flag(has_ckpt, self.ctx)

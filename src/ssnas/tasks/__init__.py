@@ -46,7 +46,9 @@ class Task(Protocol):
     - ``evaluate(model, rank, world)`` — a dict with ``"score"`` (higher is better) and the task's metrics;
     - ``describe()`` — JSON-able facts stored in checkpoints (e.g. the class table);
     - ``space_record(model)`` — the checkpoint's ``space`` (what rebuilds the model);
-    - ``hooks()`` — the task's engine hooks (``ssnas.engine.hooks.Hook``), Hessian tracking included.
+    - ``hooks()`` — the task's engine hooks (``ssnas.engine.hooks.Hook``), Hessian tracking included;
+    - ``check()`` — raise ``UserError`` for a config mistake that only the task can see (a space's own keys),
+      before the engine makes the run folder, so a corrected rerun into the same folder is not refused.
     """
 
     cfg: object
@@ -67,6 +69,8 @@ class Task(Protocol):
 
     def hooks(self) -> List[object]: ...
 
+    def check(self) -> None: ...
+
 
 class TaskBase:
     """Defaults for a task's optional parts."""
@@ -76,6 +80,9 @@ class TaskBase:
 
     def augment(self, batch: dict, device) -> dict:
         return batch
+
+    def check(self) -> None:
+        """Nothing beyond ``config.validate`` by default."""
 
     def describe(self) -> dict:
         return {}

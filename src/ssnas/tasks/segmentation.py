@@ -94,13 +94,23 @@ class SegmentationTask(TaskBase):
         return {"a": a, "b": b, "finetune": finetune}
 
     # ------------------------------------------------------------------ model
-    def build_model(self):
+    def _create(self, num_classes: int):
         from ssnas.space.base import create_model
 
         m = self.cfg.model
         overrides = {k: getattr(m, k) for k in ("layers", "filters", "expansion", "sampling", "kernel_sizes",
                                                 "mixture", "head_channels", "squeeze_excite", "shared_kernels")}
-        model = create_model(m.variant, space=m.space, num_classes=self.num_classes(), **overrides, **m.options)
+        return create_model(m.variant, space=m.space, num_classes=num_classes, **overrides, **m.options)
+
+    def check(self) -> None:
+        """The space's own keys (``model.options``) are checked by its builder: build it on the meta device
+        (no memory, no data) before the run folder exists."""
+        with torch.device("meta"):
+            self._create(num_classes=2)
+
+    def build_model(self):
+        m = self.cfg.model
+        model = self._create(self.num_classes())
         if m.init_checkpoint:
             payload = load_checkpoint(m.init_checkpoint)
             _load_into(model, payload["model"], m.init_checkpoint, arch_only=False)
