@@ -99,6 +99,43 @@ class SearchSpace(Protocol):
     def forward(self, x: Tensor) -> Tensor: ...
 
 
+class ArchitectureMixin:
+    """The architecture bookkeeping every space shares (one implementation): ``alpha``/``beta`` apart from the
+    weights, and the ``frozen`` buffer of the fine-tune phase. The buffer is in the state dict, so a resumed
+    fine-tune stays frozen: loading re-applies it to ``requires_grad``. A space registers ``alpha``, ``beta``
+    and the ``frozen`` buffer (a 0-d bool tensor) in its ``__init__``."""
+
+    def arch_parameters(self) -> List[nn.Parameter]:
+        return [self.alpha, self.beta]
+
+    def weight_parameters(self) -> List[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    @property
+    def arch_frozen(self) -> bool:
+        return bool(self.frozen)
+
+    def freeze_architecture(self) -> None:
+        """Fine-tune phase: α, β stop receiving gradients (and are never stepped)."""
+        self.frozen.fill_(True)
+        self._apply_frozen_flag()
+
+    def unfreeze_architecture(self) -> None:
+        self.frozen.fill_(False)
+        self._apply_frozen_flag()
+
+    def _apply_frozen_flag(self) -> None:
+        """Keep requires_grad in line with the ``frozen`` buffer (after freezing or loading a state dict)."""
+        for p in self.arch_parameters():
+            p.requires_grad_(not self.arch_frozen)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._apply_frozen_flag()
+        return result
+
+
 @runtime_checkable
 class Fusable(Protocol):
     """A block that folds itself for deployment (timm's ``reparameterize``): ``fuse()`` returns a new module

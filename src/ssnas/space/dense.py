@@ -36,8 +36,9 @@ from ssnas.arch import masked_softmax
 from ssnas.errors import UserError
 from ssnas.ops.fold import permute_inputs, set_conv
 from ssnas.space.backbone import ShapeAlign
-from ssnas.space.base import FUSED_FORMAT, FUSED_VERSION, register_space
+from ssnas.space.base import FUSED_FORMAT, FUSED_VERSION, ArchitectureMixin, register_space
 from ssnas.space.cell import Cell
+from ssnas.space.fused import cell_output
 from ssnas.space.head import SegmentationHead
 from ssnas.space.operations import FusedBlock
 from ssnas.space.stem import MultiScaleStem
@@ -169,7 +170,7 @@ class DenseBackbone(nn.Module):
         return out
 
 
-class DenseSuperNet(nn.Module):
+class DenseSuperNet(ArchitectureMixin, nn.Module):
     """The dense supernet: the grid's stem, cells, head, α and masks on the dense backbone.
 
     It implements :class:`~ssnas.space.base.SearchSpace`. Where nothing depends on the connectivity it runs
@@ -194,22 +195,11 @@ class DenseSuperNet(nn.Module):
         self.register_buffer("op_mask", torch.ones(cfg.layers, LEVELS, kernels, dtype=torch.bool))
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
 
-    # the grid's, unchanged: α, the weights, freezing, the forward pass (stem → backbone → head, padding)
-    arch_parameters = SuperNet.arch_parameters
-    weight_parameters = SuperNet.weight_parameters
+    # the grid's, unchanged: α̂, the masks' bookkeeping, the forward pass (stem → backbone → head, padding)
     alpha_hat = SuperNet.alpha_hat
     arch_state_keys = SuperNet.arch_state_keys
-    arch_frozen = SuperNet.arch_frozen
-    freeze_architecture = SuperNet.freeze_architecture
-    unfreeze_architecture = SuperNet.unfreeze_architecture
-    _apply_frozen_flag = SuperNet._apply_frozen_flag
     num_edges = SuperNet.num_edges
     forward = SuperNet.forward
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self._apply_frozen_flag()
-        return result
 
     @property
     def slots(self) -> list[tuple[int, int]]:
@@ -339,13 +329,7 @@ class FusedDenseCell(nn.Module):
         for conv, group in zip(self.up_convs, coarse):
             u = F.interpolate(conv(torch.cat(group, 1)), size=size, mode="bilinear", align_corners=False)
             x = u if x is None else x + u
-        sampled = x if self.op_channels == x.shape[1] else x[:, : self.op_channels]
-        y = sampled
-        for block in self.blocks:
-            y = y + block(sampled)
-        if self.op_channels == x.shape[1]:
-            return y
-        return torch.cat([y, x[:, self.op_channels:]], 1)   # the shuffle is folded into the consumers
+        return cell_output(x, self.blocks, self.op_channels)
 
 
 class FusedDenseNet(nn.Module):

@@ -35,6 +35,17 @@ def _conv(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1
     return nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=True)
 
 
+def cell_output(x: Tensor, blocks: nn.ModuleList, op_channels: int) -> Tensor:
+    """A fused cell's output from its input ``x`` (Eq. 3 with the mixture folded): the first ``op_channels``
+    (the sampled ones) plus each kept block's output on them; the other channels pass unchanged (the channel
+    shuffle is folded into the consumers)."""
+    sampled = x if op_channels == x.shape[1] else x[:, :op_channels]
+    y = sampled
+    for block in blocks:
+        y = y + block(sampled)
+    return y if op_channels == x.shape[1] else torch.cat([y, x[:, op_channels:]], 1)
+
+
 class FusedCell(nn.Module):
     """Eq. 1 with β̂ folded into the edge convs, then Eq. 3 with α̂ folded into the blocks."""
 
@@ -60,13 +71,7 @@ class FusedCell(nn.Module):
         if self.up is not None:
             u = F.interpolate(self.up(coarse), size=size, mode="bilinear", align_corners=False)
             x = u if x is None else x + u
-        sampled = x if self.op_channels == x.shape[1] else x[:, : self.op_channels]
-        y = sampled
-        for block in self.blocks:
-            y = y + block(sampled)
-        if self.op_channels == x.shape[1]:
-            return y
-        return torch.cat([y, x[:, self.op_channels:]], 1)   # the shuffle is folded into the consumers
+        return cell_output(x, self.blocks, self.op_channels)
 
 
 class FusedSegNet(nn.Module):

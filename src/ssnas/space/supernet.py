@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ssnas.arch import masked_softmax
 from ssnas.errors import UserError
 from ssnas.space.backbone import Backbone, beta_hat, edge_valid_mask
+from ssnas.space.base import ArchitectureMixin
 from ssnas.space.head import SegmentationHead
 from ssnas.space.stem import MultiScaleStem
 from ssnas.space.topology import EDGE_KINDS, LEVELS, OUTPUT_STRIDE  # noqa: F401 (OUTPUT_STRIDE re-exported)
@@ -51,7 +52,7 @@ class SpaceConfig:
         return d
 
 
-class SuperNet(nn.Module):
+class SuperNet(ArchitectureMixin, nn.Module):
     """The paper's grid supernet (the ``grid`` search space)."""
 
     space_name = "grid"
@@ -72,13 +73,6 @@ class SuperNet(nn.Module):
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
 
     # ----------------------------------------------------------------- architecture parameters
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return [self.alpha, self.beta]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
-
     def alpha_hat(self) -> Tensor:
         """Softmax of α over each cell's kernels (Eq. 3's α̂), masked."""
         return masked_softmax(self.alpha, self.op_mask)
@@ -96,31 +90,6 @@ class SuperNet(nn.Module):
 
     def arch_state_keys(self) -> tuple[str, ...]:
         return ("alpha", "beta", "edge_mask", "op_mask")
-
-    @property
-    def arch_frozen(self) -> bool:
-        return bool(self.frozen)
-
-    def freeze_architecture(self) -> None:
-        """Fine-tune phase: α, β stop receiving gradients (and are never stepped)."""
-        self.frozen.fill_(True)
-        for p in self.arch_parameters():
-            p.requires_grad_(False)
-
-    def unfreeze_architecture(self) -> None:
-        self.frozen.fill_(False)
-        for p in self.arch_parameters():
-            p.requires_grad_(True)
-
-    def _apply_frozen_flag(self) -> None:
-        """Keep requires_grad in line with the saved ``frozen`` buffer after loading a state dict."""
-        for p in self.arch_parameters():
-            p.requires_grad_(not self.arch_frozen)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self._apply_frozen_flag()
-        return result
 
     # ----------------------------------------------------------------- discretization
     def discretize(self, edges_per_cell: int | None = 1, ops: bool = True) -> None:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from ssnas.arch import arch_entropies
 from ssnas.space.autodeeplab.cell import INPUTS_PER_BLOCK, PRIMITIVES, SearchCell, cell_edges
 from ssnas.space.autodeeplab.heads import SearchASPP, Stem, upsample_to
+from ssnas.space.base import ArchitectureMixin
 
 LEVELS = 4
 OUTPUT_STRIDE = 32                 # coarsest level; inputs are padded to a multiple of it
@@ -115,7 +116,7 @@ def safe_masked_softmax(logits: Tensor, valid: Tensor) -> Tensor:
     return torch.where(valid, torch.exp(logits.masked_fill(~valid, 0.0) - lse), torch.zeros_like(logits))
 
 
-class AutoDeepLab(nn.Module):
+class AutoDeepLab(ArchitectureMixin, nn.Module):
     """The supernet: stem → trellis of cells (Eq. 6) → one ASPP per level of the last layer, summed."""
 
     space_name = "autodeeplab"
@@ -157,13 +158,6 @@ class AutoDeepLab(nn.Module):
         self.register_buffer("_beta_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
 
     # ----------------------------------------------------------------- architecture parameters
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return [self.alpha, self.beta]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
-
     def alpha_hat(self) -> Tensor:
         """Softmax of α over each cell edge's operations (Auto-DeepLab Eq. 2), masked."""
         return safe_masked_softmax(self.alpha, self.op_mask)
@@ -198,26 +192,6 @@ class AutoDeepLab(nn.Module):
                 "beta": (probs.reshape(-1, k).index_select(0, self._beta_rows),
                          mask.reshape(-1, k).index_select(0, self._beta_rows))}
 
-    @property
-    def arch_frozen(self) -> bool:
-        return bool(self.frozen)
-
-    def freeze_architecture(self) -> None:
-        """Fine-tune phase: α, β stop receiving gradients (and are never stepped)."""
-        self.frozen.fill_(True)
-        for p in self.arch_parameters():
-            p.requires_grad_(False)
-
-    def unfreeze_architecture(self) -> None:
-        self.frozen.fill_(False)
-        for p in self.arch_parameters():
-            p.requires_grad_(True)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        for p in self.arch_parameters():
-            p.requires_grad_(not self.arch_frozen)
-        return result
 
     # ----------------------------------------------------------------- discretization
     def discretize(self, edges_per_cell: int | None = 1, ops: bool = True) -> None:
