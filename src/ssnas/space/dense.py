@@ -199,6 +199,7 @@ class DenseSuperNet(ArchitectureMixin, nn.Module):
     alpha_hat = SuperNet.alpha_hat
     arch_state_keys = SuperNet.arch_state_keys
     num_edges = SuperNet.num_edges
+    cost_groups = SuperNet.cost_groups   # stem, head, each cell, each transmission's P (its edges, keyed by slot)
     forward = SuperNet.forward
 
     @property
@@ -263,19 +264,6 @@ class DenseSuperNet(ArchitectureMixin, nn.Module):
     def fuse(self) -> "FusedDenseNet":
         """The deployable :class:`FusedDenseNet` (same eval-mode logits, no α, β, BN)."""
         return fuse_dense(self)
-
-    def cost_groups(self) -> dict:
-        """The grid's components: the stem and the head whole, each cell, each transmission's P."""
-        groups = {"stem": "stem"}
-        for l in range(self.cfg.layers):
-            for i in range(LEVELS):
-                groups[f"backbone.cells.{l}.{i}"] = "cells"
-        for l in range(self.cfg.layers):
-            for i in range(LEVELS):
-                for s in self.backbone.edges[l][i]:
-                    groups[f"backbone.edges.{l}.{i}.{s}"] = "P"
-        groups["head"] = "head"
-        return groups
 
     @torch.no_grad()
     def describe_architecture(self) -> dict:
