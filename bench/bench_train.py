@@ -38,7 +38,7 @@ import torch
 from ssnas.cli.profile import parse_size
 from ssnas.config import load_config
 from ssnas.engine.streams import BatchStream
-from ssnas.engine.task import SegmentationTask
+from ssnas.tasks.segmentation import SegmentationTask
 from ssnas.engine.trainer import Trainer
 from ssnas.space import create_model
 from ssnas.space.profile import profile
@@ -99,7 +99,7 @@ class _Images(torch.utils.data.Dataset):
 
 
 class SyntheticTask(SegmentationTask):
-    """The segmentation task of ``engine/task.py`` (its loss) over in-memory random data (19 classes)."""
+    """The segmentation task of ``tasks/segmentation.py`` (its loss) over in-memory random data (19 classes)."""
 
     def __init__(self, cfg, variant: str, crop, batch_size: int, seed: int = 0):
         super().__init__(cfg)

@@ -13,7 +13,7 @@ from ssnas.cli import main
 from ssnas.config import CHOICES, load_config
 from ssnas.darts.genotypes import SPACES
 from ssnas.darts.model_search import dots_temperature
-from ssnas.darts.task import DartsTask, DotsAnnealing, count_ops
+from ssnas.tasks.darts import DartsTask, DotsAnnealing, count_ops
 from ssnas.engine.checkpoint import load_checkpoint
 from ssnas.engine.schedule import Phases, cosine_lr_factor
 from ssnas.engine.tracking import EarlyStopRule, HessianSettings, HessianTracker, fixed_batch
@@ -22,13 +22,14 @@ from ssnas.hessian import MAX_EXACT_DIM, dominant_eigenvalue
 # digits (16x16), a 3-layer network of 2 channels, 2 epochs x 2 steps, the exact Hessian after every epoch
 TINY = {"name": "darts-tiny", "task": "darts", "seed": 0,
         "darts": {"space": "s1", "channels": 2, "layers": 3, "dataset": "digits", "batch_size": 8,
-                  "hessian_every": 1, "hessian_batch": 4, "hessian_method": "exact"},
+                  "hessian_batch": 4, "hessian_method": "exact"},
         "protocol": {"epochs": 2, "warmup": 0.0, "search": 1.0, "finetune": 0.0, "entropy_start": 0.0,
                      "split": "split", "iters_per_epoch": 2},
         "optim": {"lr": 0.025, "min_lr": 0.001, "schedule": "cosine", "weight_decay": 3e-4, "grad_clip": 5.0},
         "arch_optim": {"lr": 3e-4, "betas": [0.5, 0.999], "weight_decay": 1e-3},
         "data": {"workers": 0}, "eval": {"interval": 1000, "max_images": 16},
-        "run": {"device": "cpu", "tensorboard": False, "progress": False, "threads": 1, "channels_last": False}}
+        "run": {"device": "cpu", "tensorboard": False, "progress": False, "threads": 1, "channels_last": False,
+                "hessian_every": 1}}
 
 
 def write(path, data):
@@ -89,7 +90,7 @@ def test_dots_annealing_sets_the_temperature():
     temps = []
     for epoch in range(5):
         hook.epoch_start(trainer, epoch)
-        temps.append(hook(trainer, epoch, {})["dots_temperature"])
+        temps.append(hook.epoch_end(trainer, epoch, {})["dots_temperature"])
     assert temps[0] == pytest.approx(10.0) and temps[-1] == pytest.approx(0.02)
     assert temps[2] == pytest.approx(dots_temperature(0.5)) == pytest.approx(10 * (0.02 / 10) ** 0.5)
     assert all(x > y for x, y in zip(temps, temps[1:]))
@@ -145,7 +146,8 @@ def test_exact_falls_back_to_power_above_max_exact(capsys):
     data = [{"image": torch.ones(1), "label": torch.zeros((), dtype=torch.long)} for _ in range(4)]
     stream = SimpleNamespace(dataset=data, indices=list(range(4)))
     trainer = SimpleNamespace(model=model, streams={"b": stream}, cfg=load_config(None, TINY),
-                              device=torch.device("cpu"), task=SimpleNamespace(loss=lambda logits, b: logits.sum()),
+                              device=torch.device("cpu"), task=SimpleNamespace(loss=lambda logits, b: logits.sum(),
+                                                                  augment=lambda batch, device: batch),
                               logger=SimpleNamespace(message=print))
     tracker = HessianTracker(HessianSettings(every=1, batch=4, method="exact"))
     before = model.bn.running_mean.clone()
@@ -229,7 +231,8 @@ def test_config_errors(tmp_path, capsys):
     assert main(["search", "--config", cifar, "--out", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err.strip()
     assert "data_batch_1: CIFAR-10 batch file missing" in err and len(err.splitlines()) == 1
-    es = write(tmp_path / "es.yaml", {**TINY, "darts": {**TINY["darts"], "early_stop": True, "hessian_every": 0}})
+    es = write(tmp_path / "es.yaml", {**TINY, "darts": {**TINY["darts"], "early_stop": True},
+                                      "run": {**TINY["run"], "hessian_every": 0}})
     assert main(["search", "--config", es, "--out", str(tmp_path / "z")]) == 2
     assert "darts.early_stop: needs the eigenvalue" in capsys.readouterr().err
 

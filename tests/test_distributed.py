@@ -24,7 +24,7 @@ import ssnas.engine.plots  # noqa: F401  (warm import of matplotlib for the fork
 from ssnas.config import load_config
 from ssnas.engine.checkpoint import load_checkpoint
 from ssnas.engine.distributed import GlobalBatchNorm2d
-from ssnas.engine.task import SegmentationTask
+from ssnas.tasks.segmentation import SegmentationTask
 from ssnas.engine.trainer import Trainer
 
 WORLD = 2

@@ -203,7 +203,7 @@ def test_predict_writes_masks_overlays_and_labels(smoke_run, demo_root, tmp_path
         assert (out / f"{n}_overlay.png").is_file()
     # the label PNG is the argmax of the model on the normalized image
     from ssnas.data import build_dataset
-    from ssnas.engine.checkpoint import load_model
+    from ssnas.tasks.segmentation import load_model
     model, payload = load_model(smoke_run / "checkpoints" / "last.pt")
     cfg = load_config(None, {**payload["config"], "data": {**payload["config"]["data"], "root": str(demo_root)}})
     ds = build_dataset(cfg.data, "val", train=False)
@@ -223,7 +223,7 @@ def test_predict_writes_masks_overlays_and_labels(smoke_run, demo_root, tmp_path
 def test_architecture_json_and_costs(smoke_run, capsys):
     """architecture.json matches the last checkpoint; summary.json and the printout give the costs."""
     from ssnas.cli.search import print_summary
-    from ssnas.engine.checkpoint import load_model
+    from ssnas.tasks.segmentation import load_model
     from ssnas.space.architecture import describe_architecture
 
     arch = json.loads((smoke_run / "architecture.json").read_text())
@@ -276,3 +276,43 @@ def test_smoke_config_runs_as_shipped(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "run" / "architecture.json").is_file()
     assert main(["search", "--config", "smoke", "--out", "run2", "--set", "run.tensorboard=false"]) == 0
     assert calls == ["data/demo-smoke"]  # made once, then used as it is
+
+
+def test_hooks_are_called_at_their_named_points(demo_root, tmp_path):
+    """A Hook subclass sees run start/end, each epoch's start and end, and every step; a plain function is
+    still an epoch-end hook; what epoch_end / run_end return lands in the record / summary."""
+    from ssnas.engine.hooks import Hook
+
+    calls = []
+
+    class Recorder(Hook):
+        def run_start(self, trainer):
+            calls.append(("run_start", trainer.state["step"]))
+
+        def epoch_start(self, trainer, epoch):
+            calls.append(("epoch_start", epoch))
+
+        def after_step(self, trainer, info):
+            calls.append(("after_step", info["step"], info["phase"], info["loss_w"] is not None,
+                          info["loss_a"] is not None))
+
+        def epoch_end(self, trainer, epoch, record):
+            calls.append(("epoch_end", epoch))
+            return {"recorded": epoch}
+
+        def run_end(self, trainer, summary):
+            calls.append(("run_end",))
+            return {"recorded_run": True}
+
+    cfg = load_config("smoke", [f"data.root={demo_root}", "protocol.iters_per_epoch=1", "eval.max_images=1",
+                                "run.tensorboard=false"])
+    summary = Trainer(cfg, tmp_path / "run", hooks=[Recorder(), lambda trainer, epoch, record: {"fn": epoch}],
+                      costs=False).run()
+    assert calls == [("run_start", 0),
+                     ("epoch_start", 0), ("after_step", 1, "warmup", True, False), ("epoch_end", 0),
+                     ("epoch_start", 1), ("after_step", 2, "search", True, True), ("epoch_end", 1),
+                     ("epoch_start", 2), ("after_step", 3, "finetune", True, False), ("epoch_end", 2),
+                     ("run_end",)]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["recorded"], r["fn"]) for r in records] == [(0, 0), (1, 1), (2, 2)]
+    assert summary["recorded_run"] is True and "plots" in summary   # the plots are a run-end hook too

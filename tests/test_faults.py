@@ -14,7 +14,7 @@ import torch
 from ssnas.cli import main
 from ssnas.config import load_config, to_dict
 from ssnas.engine.checkpoint import load_checkpoint, save_checkpoint
-from ssnas.engine.task import SegmentationTask
+from ssnas.tasks.segmentation import SegmentationTask
 from ssnas.engine.trainer import Trainer
 from ssnas.errors import UserError
 

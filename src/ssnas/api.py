@@ -43,10 +43,10 @@ def load_with_info(path: str | Path, device: str | torch.device = "cpu") -> tupl
     """(eval-mode model with ``.classes`` / ``.preprocessing`` / ``.num_classes``, the file's dict): the
     dict of a checkpoint holds its ``config``; a released model's holds ``spec``, ``classes`` etc."""
     from ssnas.engine.checkpoint import FORMAT as CHECKPOINT
-    from ssnas.engine.checkpoint import check_checkpoint, model_from_checkpoint, read_weights_only, \
-        resolve_checkpoint_path
+    from ssnas.engine.checkpoint import check_checkpoint, read_weights_only, resolve_checkpoint_path
     from ssnas.export.fuse import FORMAT as FUSED, fused_from_payload
     from ssnas.export.safetensors_io import SUFFIX, read_safetensors
+    from ssnas.tasks.segmentation import model_from_checkpoint
 
     path = resolve_checkpoint_path(path)
     if path.suffix.lower() == SUFFIX:

@@ -18,20 +18,23 @@ from typing import Any, Optional
 import yaml
 
 from ssnas.errors import UserError
+from ssnas.registry import Choices
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass
 class ModelConfig:
-    """Which supernet: a named variant (``configs/variants/<name>.yaml``) plus per-key overrides."""
+    """Which supernet: a registered search space (``space``), a named variant (``configs/variants/<name>.yaml``)
+    plus per-key overrides; ``options`` holds the keys of spaces other than the grid (checked by the space)."""
+    space: str = "grid"                    # a registered search space (ssnas.space.list_spaces())
     variant: str = "small"
     layers: Optional[int] = None
     filters: Optional[int] = None
     expansion: Optional[float] = None
     sampling: Optional[float] = None
     kernel_sizes: Optional[list[int]] = None
-    mixture: Optional[str] = None          # kernel | output
+    mixture: Optional[str] = None          # kernel | output (space/cell.py: MIXTURES)
     head_channels: Optional[int] = None
     squeeze_excite: Optional[bool] = None
     shared_kernels: Optional[bool] = None
@@ -40,11 +43,12 @@ class ModelConfig:
     discretize_edges: Optional[int] = None   # keep the top-k incoming edges of every cell by beta-hat
     discretize_ops: bool = False             # keep the top kernel of every cell by alpha-hat
     prune_edges: float = 0.0                 # drop this fraction of edges with the weakest beta-hat (§4.2)
+    options: dict = field(default_factory=dict)   # space-specific keys (e.g. a dense space's k), see the space
 
 
 @dataclass
 class DataConfig:
-    format: str = "folder"                 # folder | cityscapes
+    format: str = "folder"                 # a registered format: folder | cityscapes (ssnas.data.formats)
     root: str = ""
     make_demo: bool = False                # write the embedded demo dataset at `root` when it is missing
     demo_preset: str = "demo"              # which demo dataset make_demo writes (data/demo_presets.py)
@@ -115,6 +119,20 @@ class EntropyConfig:
 
 
 @dataclass
+class CostConfig:
+    """Cost-aware search (docs/cost-aware.md): a penalty on E[cost], the expected cost of the fused network
+    under alpha-hat and beta-hat, added to L_B in the architecture step; off while ``weight`` is 0."""
+    metric: str = "flops"                  # flops | params | latency (latency reads `table`)
+    target: Optional[str] = None           # the budget T: e.g. 20G (FLOPs), 3M (params), 15ms (latency)
+    weight: float = 0.0                    # hinge/linear: lambda; log: FBNet's alpha (0.2); 0: no cost term
+    penalty: str = "hinge"                 # hinge: lambda*max(0, E/T-1) | linear: lambda*E/T | log: L_B*(1+alpha*ln(E/T))^power
+    power: float = 0.6                     # log: FBNet's beta
+    table: Optional[str] = None            # latency table JSON of `ssnas profile --latency` (metric latency)
+    input_size: Optional[tuple[int, int]] = None   # H, W the FLOPs are counted at (default: data.crop_size)
+    budget: Optional[str] = None           # discretize the built model greedily to this budget (export --budget)
+
+
+@dataclass
 class EvalConfig:
     interval: int = 1                      # evaluate every N epochs (and always at the end)
     flip: bool = False
@@ -135,7 +153,7 @@ class RunConfig:
     compile: bool = False
     max_bad_steps: int = 5                 # stop after this many consecutive non-finite steps
     threads: Optional[int] = None          # torch.set_num_threads on CPU
-    hessian_every: int = 0                 # segmentation: eigenvalue of ∇²_{α,β} L_B every k epochs (0: off)
+    hessian_every: int = 0                 # dominant eigenvalue of ∇²_{arch} L_B every k epochs, any task (0: off)
 
 
 @dataclass
@@ -148,7 +166,6 @@ class DartsConfig:
     dataset: str = "cifar10"               # cifar10 | digits | fashion-mnist
     data_root: str = ""                    # cifar10: the cifar-10-batches-py folder
     batch_size: int = 64
-    hessian_every: int = 0                 # dominant eigenvalue of ∇²_α L_valid every k epochs (0: off)
     hessian_batch: int = 64                # images of the fixed validation batch
     hessian_method: str = "auto"           # auto | exact | power (exact above 128 dims falls back to power)
     early_stop: bool = False               # DARTS-ES: stop when the local-average eigenvalue grows > factor
@@ -162,22 +179,46 @@ class DartsConfig:
 class ExperimentConfig:
     name: str = "experiment"
     seed: int = 0
-    task: str = "segmentation"             # segmentation | darts
+    task: str = "segmentation"             # a registered task: segmentation | darts (ssnas.tasks)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     arch_optim: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     entropy: EntropyConfig = field(default_factory=EntropyConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
     darts: DartsConfig = field(default_factory=DartsConfig)
     study: dict = field(default_factory=dict)   # free-form section read by `ssnas study`
 
 
+def _spaces():
+    from ssnas.space.base import SPACES
+    return SPACES
+
+
+def _mixtures():
+    from ssnas.space.cell import MIXTURES
+    return MIXTURES
+
+
+def _formats():
+    from ssnas.data.formats import FORMATS
+    return FORMATS
+
+
+def _tasks():
+    from ssnas.tasks import TASKS
+    return TASKS
+
+
+# Registry-backed choices (``Choices``) are read from the registry when a key is checked: a new space, mixture
+# mode, dataset format or task is one registered module, and appears here without an edit.
 CHOICES = {
-    "model.mixture": ("kernel", "output"),
-    "data.format": ("folder", "cityscapes"),
+    "model.space": Choices(_spaces),
+    "model.mixture": Choices(_mixtures),
+    "data.format": Choices(_formats),
     "data.labels": ("fine", "coarse", "both"),
     "protocol.split": ("joint", "split", "half"),
     "protocol.weight_labels": ("fine", "coarse", "both", "none"),
@@ -185,12 +226,14 @@ CHOICES = {
     "entropy.scaling": ("constant", "linear"),
     "entropy.reduction": ("mean", "sum"),
     "run.amp": ("none", "bf16", "fp16", "auto"),
-    "task": ("segmentation", "darts"),
+    "task": Choices(_tasks),
     "optim.schedule": ("poly", "cosine"),
     "darts.space": ("darts", "s1", "s2", "s3", "s4"),   # = ssnas.darts.genotypes.SPACES (a test checks)
     "darts.topology": ("none", "dots"),
     "darts.dataset": ("cifar10", "digits", "fashion-mnist"),
     "darts.hessian_method": ("auto", "exact", "power"),
+    "cost.metric": ("flops", "params", "latency"),     # = ssnas.cost.units.METRICS
+    "cost.penalty": ("hinge", "linear", "log"),        # = ssnas.cost.term.PENALTIES
 }
 
 
@@ -201,7 +244,7 @@ BOUNDS = {
     "seed": "[0, 4294967295]",                     # numpy's seed range
     "model.layers": "[1, 1000]", "model.filters": "[1, 4096]", "model.expansion": "(0, 64]",
     "model.sampling": "(0, 1]", "model.kernel_sizes": "[1, 31]", "model.head_channels": "[1, 4096]",
-    "model.discretize_edges": "[1, 3]", "model.prune_edges": "[0, 1)",
+    "model.discretize_edges": "[1, inf)", "model.prune_edges": "[0, 1)",
     "data.crop_size": "[1, 16384]", "data.scale_range": "(0, 16]", "data.hflip": "[0, 1]",
     "data.color_jitter": "[0, 1]", "data.gauss_noise": "[0, 1]", "data.mean": "[0, 1]", "data.std": "(0, 1]",
     "data.ignore_index": "[0, 255]", "data.batch_size": "[1, inf)", "data.eval_batch_size": "[1, inf)",
@@ -213,11 +256,12 @@ BOUNDS = {
     "arch_optim.lr": "(0, inf)", "arch_optim.weight_decay": "[0, inf)", "arch_optim.betas": "[0, 1)",
     "arch_optim.reference_steps": "[1, inf)",
     "entropy.c_alpha": "[0, inf)", "entropy.c_beta": "[0, inf)",
+    "cost.weight": "[0, inf)", "cost.power": "(0, inf)", "cost.input_size": "[1, 16384]",
     "eval.interval": "[1, inf)", "eval.scales": "(0, 16]", "eval.max_images": "[1, inf)",
     "run.checkpoint_interval": "[1, inf)", "run.keep_every": "[0, inf)", "run.max_bad_steps": "[1, inf)",
     "run.threads": "[1, 4096]", "run.hessian_every": "[0, inf)",
     "darts.channels": "[1, 4096]", "darts.layers": "[3, 1000]", "darts.batch_size": "[1, inf)",
-    "darts.hessian_every": "[0, inf)", "darts.hessian_batch": "[1, inf)", "darts.early_stop_factor": "(1, inf)",
+    "darts.hessian_batch": "[1, inf)", "darts.early_stop_factor": "(1, inf)",
     "darts.early_stop_window": "[1, inf)", "darts.early_stop_delta": "[1, inf)", "darts.early_stop_start": "[0, inf)",
 }
 
@@ -300,6 +344,68 @@ def check_value(key: str, value: Any, flag: str | None = None) -> Any:
     except UserError as exc:
         raise UserError(str(exc).replace(key, flag, 1) if flag else str(exc)) from None
     return value
+
+
+# Keys that were renamed: old → new. A file (or a run's saved config.yaml) with the old key still loads: a set
+# old key is read as the new one, with a one-line note saying what changed; old and new both set differently
+# is a one-line error. ``config_hash`` keeps the old spelling where results were stored under it (HASH_SPELLING).
+RENAMED = {
+    "darts.hessian_every": "run.hessian_every",   # one key for every task's Hessian tracking
+}
+# (task, new key) → the key config_hash spells it with: the DARTS study's stored results are keyed by hashes
+# computed when that task read darts.hessian_every, so a renamed key must not move them.
+HASH_SPELLING = {("darts", "run.hessian_every"): "darts.hessian_every"}
+
+
+def _get(data: dict, key: str, default=None):
+    node = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _pop(data: dict, key: str) -> None:
+    *sections, name = key.split(".")
+    node = data
+    for part in sections:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(name, None)
+
+
+def _set(data: dict, key: str, value) -> None:
+    *sections, name = key.split(".")
+    node = data
+    for part in sections:
+        node = node.setdefault(part, {})
+    node[name] = value
+
+
+def _rename_keys(data: dict, where: str) -> dict:
+    """Read renamed keys (``RENAMED``) under their new names; see there."""
+    import copy
+    import warnings
+
+    missing = object()
+    for old, new in RENAMED.items():
+        value = _get(data, old, missing)
+        if value is missing:
+            continue
+        data = copy.deepcopy(data)
+        _pop(data, old)
+        default = _get(to_dict(ExperimentConfig()), new)
+        current = _get(data, new, missing)
+        if value == default:            # e.g. the 0 every saved config.yaml of an older version holds
+            continue
+        if current is not missing and current != default and current != value:
+            raise UserError(f"{where}{old}: renamed {new}, and both are set ({value!r} and {current!r}); "
+                            f"expected only {new}")
+        _set(data, new, value)
+        warnings.warn(f"{where}{old} is now {new} (one key for every task); read as {new}: {value!r}",
+                      FutureWarning, stacklevel=3)
+    return data
 
 
 def _from_dict(cls, data: dict, prefix: str = ""):
@@ -450,6 +556,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         data = deep_merge(data, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
     prefix = f"{path}: " if path is not None else ""
     try:
+        data = _rename_keys(data, prefix) if isinstance(data, dict) else data
         cfg = _from_dict(ExperimentConfig, data)
     except UserError as exc:
         raise UserError(f"{prefix}{exc}") from None
@@ -492,8 +599,28 @@ def validate(cfg: ExperimentConfig, prefix: str = "") -> None:
     if cfg.model.kernel_sizes is not None and (not cfg.model.kernel_sizes
                                                or any(k % 2 == 0 for k in cfg.model.kernel_sizes)):
         bad("model.kernel_sizes", f"{list(cfg.model.kernel_sizes)}, expected a non-empty list of odd sizes")
-    if cfg.darts.early_stop and cfg.darts.hessian_every == 0:
-        bad("darts.early_stop", "needs the eigenvalue, expected darts.hessian_every > 0")
+    if cfg.darts.early_stop and cfg.run.hessian_every == 0:
+        bad("darts.early_stop", "needs the eigenvalue, expected run.hessian_every > 0")
+    _validate_cost(cfg, prefix)
+
+
+def _validate_cost(cfg: ExperimentConfig, prefix: str) -> None:
+    """``cost``: a target (and, for latency, a table) when the term is on; budgets that parse."""
+    from ssnas.cost.units import parse_cost
+
+    c = cfg.cost
+    try:
+        if c.weight > 0:
+            if c.target is None:
+                raise UserError("cost.target: missing, expected the budget of cost.weight > 0, e.g. 20G (flops)")
+            parse_cost(c.target, c.metric, "cost.target")
+        if c.budget is not None:
+            parse_cost(c.budget, c.metric, "cost.budget")
+        if c.metric == "latency" and (c.weight > 0 or c.budget is not None) and not c.table:
+            raise UserError("cost.table: missing, expected the latency table of `ssnas profile --latency` "
+                            "(cost.metric: latency)")
+    except UserError as exc:
+        raise UserError(f"{prefix}{exc}") from None
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
@@ -510,8 +637,17 @@ def digest(data) -> str:
 
 
 def identity(cfg: ExperimentConfig) -> dict:
-    """What defines a run: the config's keys that differ from their defaults (see :func:`config_hash`)."""
-    return _non_default(to_dict(cfg), to_dict(ExperimentConfig()))
+    """What defines a run: the config's keys that differ from their defaults (see :func:`config_hash`), renamed
+    keys spelled as when results were first stored under them (``HASH_SPELLING``)."""
+    out = _non_default(to_dict(cfg), to_dict(ExperimentConfig()))
+    for (task, new), old in HASH_SPELLING.items():
+        value = _get(out, new, _MISSING)
+        if cfg.task == task and value is not _MISSING:
+            _pop(out, new)
+            if not out.get(new.split(".")[0]):
+                out.pop(new.split(".")[0], None)
+            _set(out, old, value)
+    return out
 
 
 def _non_default(data: dict, default: dict) -> dict:

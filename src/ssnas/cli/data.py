@@ -4,7 +4,14 @@ from __future__ import annotations
 import json
 import sys
 
+from ssnas.registry import Choices
+
 NAME = "data"
+
+
+def _formats():
+    from ssnas.data.formats import FORMATS
+    return FORMATS
 
 
 def register(subparsers) -> None:
@@ -18,8 +25,8 @@ def register(subparsers) -> None:
                            description="Read every image and label of a dataset (folder format or Cityscapes) "
                                        "and list each problem on its own line; exit status 2 if there is any.")
     check.add_argument("path", help="dataset root (folder format or Cityscapes layout)")
-    check.add_argument("--format", choices=("folder", "cityscapes"), default=None,
-                       help="dataset format (default: detected from the layout)")
+    check.add_argument("--format", choices=Choices(_formats), default=None,
+                       help="a registered dataset format (folder, cityscapes, ...; default: detected from the layout)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--progress", action="store_true", help="show a progress bar while decoding files")
     check.set_defaults(func=run_check)

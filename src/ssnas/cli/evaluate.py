@@ -56,7 +56,7 @@ def run(args) -> int:
 
     from ssnas.api import load_with_info
     from ssnas.engine.distributed import pick_device
-    from ssnas.engine.task import SegmentationTask
+    from ssnas.tasks.segmentation import SegmentationTask
     from ssnas.evaluation.inference import CITYSCAPES_CLASSES
 
     check_outputs(args)

@@ -28,11 +28,21 @@ def register(sub) -> None:
                    help="ONNX exporter (auto: dynamo, torchscript if it fails)")
     p.add_argument("--static", action="store_true", help="ONNX: fixed input size instead of dynamic H, W, batch")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    g = p.add_argument_group("discretize to a budget (docs/cost-aware.md)")
+    g.add_argument("--budget", help="drop edges and kernels greedily by beta-hat and alpha-hat per cost saved until "
+                                    "the fused network costs at most this: 20G (FLOPs), 3M (--metric params), 15ms "
+                                    "(latency, with --table)")
+    g.add_argument("--metric", choices=("flops", "params", "latency"), default=None,
+                   help="what --budget bounds (default: latency for a budget in ms/us/s, else flops)")
+    g.add_argument("--table", help="latency table of `ssnas profile --latency` (--metric latency)")
+    g.add_argument("--cost-size", help="HxW that FLOPs are counted at (default: the run's cost.input_size or "
+                                       "data.crop_size)")
+    g.add_argument("--no-eval", action="store_true", help="do not evaluate the budgeted network on the val set")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ssnas.engine.checkpoint import load_model
+    from ssnas.tasks.segmentation import load_model
     from ssnas.export import fuse_supernet, save_fused
 
     from ssnas.engine.checkpoint import resolve_checkpoint_path
@@ -45,12 +55,16 @@ def run(args) -> int:
     model.eval()
     if not model.arch_frozen:
         print("note: the architecture is not frozen (no fine-tuning yet); exporting the current alpha, beta")
+    if args.budget is not None:   # mask edges and kernels to the budget first (export/budget.py)
+        from ssnas.export.budget import budget_from_cli
+        budget_from_cli(model, payload, args)
+    elif args.metric or args.table or args.cost_size or args.no_eval:
+        raise UserError("--metric/--table/--cost-size/--no-eval: only with --budget, expected --budget too")
     fused = fuse_supernet(model)
     x = torch.randn(1, model.cfg.in_channels, *size)
     with torch.no_grad():
         diff = float((fused(x) - model(x)).abs().max())
-    print(f"fused: {_count(model)} -> {_count(fused)} parameters, {model.num_edges()} -> "
-          f"{sum(len(c['edges']) for row in fused.spec['cells'] for c in row if c)} edges; "
+    print(f"fused: {_count(model)} -> {_count(fused)} parameters, {model.num_edges()} -> {fused.num_edges()} edges; "
           f"max |fused - supernet| = {diff:.2e}")
     if fmt in ("torch", "safetensors"):
         from ssnas.api import preprocessing_from_config

@@ -60,10 +60,10 @@ def study_config(name: str, scale: str) -> Path:
 
 def run(args) -> int:
     from ssnas.config import load_config
-    from ssnas.studies import STUDIES, get_study, run_study
+    from ssnas.studies import NOT_REPRODUCED, STUDIES, get_study, run_study
     from ssnas.studies.jobs import StudyStopped
 
-    names = args.only or list(STUDIES)
+    names = args.only or [n for n in STUDIES if n not in NOT_REPRODUCED]
     for name in names:
         get_study(name)
         if not study_config(name, args.scale).is_file():

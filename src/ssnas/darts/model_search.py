@@ -188,6 +188,16 @@ class DartsSearchNetwork(nn.Module):
         concat = concat_states(self.steps)
         return Genotype(normal=cells["normal"], normal_concat=concat, reduce=cells["reduce"], reduce_concat=concat)
 
+    def describe_architecture(self) -> dict:
+        """``architecture.json`` of a DARTS search: its genotype and the entropies of α."""
+        from ssnas.arch import arch_entropies
+        from ssnas.space.architecture import FORMAT, VERSION
+
+        genotype = {k: [list(x) if isinstance(x, tuple) else x for x in v] if isinstance(v, list) else list(v)
+                    for k, v in self.genotype()._asdict().items()}
+        return {"format": FORMAT, "version": VERSION, "space": "darts", "genotype": genotype,
+                "entropy": arch_entropies(self)}
+
     # --- forward --------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = {c: F.softmax(getattr(self, f"alpha_{c}"), dim=-1) for c in CELL_TYPES}

@@ -14,12 +14,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ssnas.data import cityscapes, folder
 from ssnas.data.classes import LABEL_VALUES, ClassTable
 from ssnas.data.dataset import read_image, read_label
+from ssnas.data.formats import FORMATS, detect_format  # noqa: F401 (detect_format re-exported)
 from ssnas.errors import UserError
-
-FORMATS = ("folder", "cityscapes")
 
 
 @dataclass
@@ -77,49 +75,6 @@ class Report:
         return lines
 
 
-def detect_format(root: Path) -> str:
-    if (root / folder.CLASSES_FILE).is_file() or (root / folder.IMAGE_DIR).is_dir():
-        return "folder"
-    if (root / cityscapes.IMAGE_DIR).is_dir():
-        return "cityscapes"
-    raise UserError(f"{root}: neither {folder.CLASSES_FILE}/{folder.IMAGE_DIR}/ (folder format) nor "
-                    f"{cityscapes.IMAGE_DIR}/ (cityscapes), expected a dataset root")
-
-
-def _plan(root: Path, fmt: str, report: Report) -> list:
-    """[(split, labels, names, samples, lut)] to inspect; listing problems go into ``report``."""
-    plan = []
-    if fmt == "folder":
-        try:
-            report.classes = ClassTable.from_yaml(root / folder.CLASSES_FILE)
-        except UserError as exc:
-            report.problems.append(str(exc))
-        splits = folder.split_names(root)
-        if not splits:
-            report.problems.append(f"{root / folder.IMAGE_DIR}: no split folders, expected images/<split>/")
-        lut = report.classes.value_lut() if report.classes else None
-        for split in splits:
-            kinds = folder.annotation_kinds(root, split)
-            for kind in kinds or ["fine"]:
-                names, samples, problems = folder.scan_folder(root, split, kind)
-                report.problems += problems
-                plan.append((split, kind if kinds else "none", samples, lut))
-        return plan
-    report.classes = ClassTable.cityscapes()
-    splits = [s for s in cityscapes.SPLITS if (root / cityscapes.IMAGE_DIR / s).is_dir()]
-    if not splits:
-        report.problems.append(f"{root / cityscapes.IMAGE_DIR}: no split folders, expected leftImg8bit/<split>/")
-    for split in splits:
-        kinds = [k for k, d in cityscapes.ANNOTATION_DIRS.items() if (root / d / split).is_dir()]
-        for kind in kinds or ["fine"]:
-            names, samples, lut, problems = cityscapes.scan_cityscapes(root, split, kind)
-            if split == "train" and kind == "coarse":   # train_extra is checked as its own split
-                samples = [s for s in samples if s[0].parts[-3] != cityscapes.EXTRA_SPLIT]
-            report.problems += problems
-            plan.append((split, kind if kinds else "none", samples, lut))
-    return plan
-
-
 def _inspect(samples, lut, classes, stats: SplitStats, problems: list, seen: dict, progress) -> None:
     """Decode every file of one (split, labels) pair; images are decoded once even if paired twice."""
     for image_path, label_path in tqdm(samples, desc=f"{stats.split}/{stats.labels}", disable=not progress):
@@ -158,10 +113,10 @@ def check_dataset(cfg_or_path, format: str | None = None, progress: bool = False
         raise UserError(f"{root}: not a directory, expected a dataset root")
     format = format or detect_format(root)
     if format not in FORMATS:
-        raise UserError(f"--format: {format!r}, expected one of {', '.join(FORMATS)}")
+        raise UserError(f"--format: {format!r}, expected one of {', '.join(FORMATS.names())}")
     report = Report(str(root), format)
     seen = {}
-    for split, kind, samples, lut in _plan(root, format, report):
+    for split, kind, samples, lut in FORMATS.get(format).plan(root, report):
         stats = SplitStats(split, kind)
         _inspect(samples, lut, report.classes, stats, report.problems, seen, progress)
         report.splits.append(stats)

@@ -1,6 +1,7 @@
 """One dataset class for every format: (image, label) file pairs, a class table and a transform.
 
-Formats differ only in how they list their pairs (``folder.py``, ``cityscapes.py``) and in the lookup
+Formats (the ``FORMATS`` registry, ``data/formats/``) differ only in how they list their pairs (``folder.py``,
+``cityscapes.py``) and in the lookup
 array that turns stored label values into class indices (Cityscapes labelIds -> trainIds; identity for a
 folder dataset). Pairing, missing and empty checks run when a dataset is built; label values and sizes
 are checked when a sample is read, so a bad file stops training with one line naming it instead of
@@ -139,7 +140,7 @@ def build_dataset(cfg, split: str, train: bool, labels: str | None = None) -> Se
 
     ``labels`` (fine | coarse | both) defaults to ``cfg.labels`` for ``cfg.train_split``, else ``fine``.
     """
-    from ssnas.data import cityscapes, folder
+    from ssnas.data.formats import FORMATS
     from ssnas.data.transforms import build_transforms
 
     if labels is None:
@@ -148,10 +149,7 @@ def build_dataset(cfg, split: str, train: bool, labels: str | None = None) -> Se
         raise UserError(f"data.labels: {labels!r}, expected one of {', '.join(LABEL_CHOICES)}")
     if not cfg.root:
         raise UserError("data.root: empty, expected the dataset folder")
-    builders = {"folder": folder.folder_dataset, "cityscapes": cityscapes.cityscapes_dataset}
-    if cfg.format not in builders:
-        raise UserError(f"data.format: {cfg.format!r}, expected one of {', '.join(builders)}")
-    dataset = builders[cfg.format](cfg.root, split, labels)
+    dataset = FORMATS.get(cfg.format).build(cfg.root, split, labels)   # a UserError naming the choices
     if dataset.classes.ignore_index != cfg.ignore_index:
         raise UserError(f"data.ignore_index: {cfg.ignore_index} differs from the dataset's ignore_index "
                         f"{dataset.classes.ignore_index}, expected them equal")

@@ -5,7 +5,7 @@ numbers, strings), so it loads with ``torch.load(weights_only=True)``: a file ca
 (code) is refused. Layout::
 
     {"format": "ssnas-checkpoint", "version": 1,
-     "space": SpaceConfig as a dict,       # rebuilds the supernet
+     "space": the task's space record,     # rebuilds the model (tasks/segmentation.py: load_model)
      "classes": {"names", "colors", "ignore_index"},
      "model": state_dict,                   # weights, alpha, beta, masks, frozen flag
      "config": experiment config dict, "config_hash": str,
@@ -136,44 +136,3 @@ def check_fields(payload: dict, path, require=("model",)) -> None:
     if bad is not None:
         raise UserError(f"{path}: checkpoint field 'model' holds {bad!r} that is not a named tensor, "
                         f"expected a state dict")
-
-
-def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
-    """(SuperNet with the checkpoint's weights and architecture, the checkpoint dict)."""
-    payload = load_checkpoint(path, map_location, require=("model", "space"))
-    return model_from_checkpoint(payload, path).to(map_location), payload
-
-
-def model_from_checkpoint(payload: dict, path: str | Path):
-    """The SuperNet a loaded checkpoint describes, with its weights and architecture.
-
-    The stored ``space`` is checked against the stored tensors on the meta device (no memory) before the
-    model is built: a crafted ``space`` asking for a million layers is refused, not built until killed."""
-    from ssnas.space.variants import create_model
-
-    check_fields(payload, path, require=("model", "space"))
-    space, state = dict(payload["space"]), payload["model"]
-    alpha = state.get("alpha")
-    layers, kernels = space.get("layers"), space.get("kernel_sizes")
-    if alpha is None or alpha.dim() != 3 or not isinstance(kernels, (list, tuple)) \
-            or (layers, len(kernels)) != (alpha.shape[0], alpha.shape[2]):
-        raise UserError(f"{path}: the stored space ({layers} layers, kernels {kernels}) does not match the "
-                        f"stored alpha {tuple(alpha.shape) if alpha is not None else 'missing'}")
-    try:
-        with torch.device("meta"):
-            probe = create_model(space)
-    except UserError as exc:
-        raise UserError(f"{path}: stored space: {exc}") from None
-    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
-    stored = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != stored:
-        diff = sorted(set(expected.items()) ^ set(stored.items()))[0]
-        raise UserError(f"{path}: weights do not fit the stored space (first difference: {diff[0]} "
-                        f"{'expected ' + str(expected.get(diff[0])) if diff[0] in expected else 'unexpected'}, "
-                        f"stored {stored.get(diff[0], 'missing')})")
-    model = create_model(space)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not fit the stored space ({str(exc).splitlines()[0][:160]})") from None
-    return model

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from ssnas.engine.logger import read_metrics  # noqa: E402
+from ssnas.space.topology import EDGE_KINDS, edge_source, stride  # noqa: E402
 
 PHASE_COLORS = {"warmup": "#f2e6d9", "search": "#dde9f5", "finetune": "#e3f1e0"}
 
@@ -70,9 +71,9 @@ def plot_supernet_architecture(model, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * layers + 2), 4.2))
     for l in range(layers):
         for i in range(levels):
-            for j, off in enumerate((-1, 0, 1)):
-                src = i + off
-                if not (0 <= src < levels) or not model.edge_mask[l, i, j]:
+            for j in range(EDGE_KINDS):
+                src = edge_source(i, j, levels)
+                if src is None or not model.edge_mask[l, i, j]:
                     continue
                 w = float(beta[l, i, j])
                 ax.plot([l, l + 1], [src, i], color="C0", lw=0.5 + 5 * w, alpha=0.25 + 0.75 * w, zorder=1)
@@ -83,7 +84,7 @@ def plot_supernet_architecture(model, path: Path) -> Path:
     ax.scatter([0] * levels, range(levels), s=60, color="gray", zorder=2)
     for k, ks in enumerate(kernels):
         ax.bar([0], [0], color=f"C{k + 1}", label=f"α̂ {ks}x{ks}")
-    ax.set_yticks(range(levels), [f"stride {4 * 2 ** i}" for i in range(levels)])
+    ax.set_yticks(range(levels), [f"stride {stride(i)}" for i in range(levels)])
     ax.set_xticks(range(layers + 1), ["stem"] + [str(l + 1) for l in range(layers)])
     ax.invert_yaxis()
     ax.set_xlabel("layer")
@@ -103,6 +104,7 @@ def plot_run(run_dir, model, phases) -> dict:
         "entropy": str(plot_entropy(records, phases, run_dir.plots / "entropy.png")),
         "training": str(plot_training(records, phases, run_dir.plots / "training.png")),
     }
-    if hasattr(model, "beta_hat"):
+    from ssnas.space.supernet import SuperNet
+    if isinstance(model, SuperNet):   # the grid's picture (β̂ on the grid, α̂ per cell)
         out["architecture"] = str(plot_supernet_architecture(model, run_dir.plots / "architecture.png"))
     return out

@@ -14,8 +14,9 @@ measurements; stop when λ̄(now) / λ̄(``delta`` measurements earlier) > ``fac
 once the earlier λ̄'s epoch (its window's centre) is ≥ ``start``. The run ends there; the architecture
 RobustDARTS keeps is the one at that earlier epoch (``rollback_epoch``; its genotype is in metrics.jsonl).
 
-Config: ``darts.hessian_*`` / ``darts.early_stop*`` for ``task: darts``; ``run.hessian_every`` for the
-segmentation supernet (batch = ``data.batch_size`` images, method auto, no early stopping).
+Config: ``run.hessian_every`` for every task (the one key); the task chooses the rest (``Task.hessian_settings``):
+``darts.hessian_batch`` / ``hessian_method`` / ``early_stop*`` for ``task: darts``, a batch of
+``data.batch_size`` images, method auto and no early stopping for the segmentation supernet.
 Epochs here are 1-based, as in metrics.jsonl: a measurement after epoch e is logged in e's record.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import List, Optional
 
 import torch
 
+from ssnas.engine.hooks import Hook
 from ssnas.engine.streams import SeededSamples, collate, stable_seed
 from ssnas.hessian import MAX_EXACT_DIM, dominant_eigenvalue
 
@@ -65,26 +67,6 @@ class HessianSettings:
     early_stop: Optional[EarlyStopRule] = None
 
 
-def hessian_settings(cfg) -> HessianSettings:
-    """The tracking a config asks for (``every == 0``: none)."""
-    wd = cfg.arch_optim.weight_decay
-    if cfg.task == "darts":
-        g = cfg.darts
-        rule = (EarlyStopRule(g.early_stop_factor, g.early_stop_window, g.early_stop_delta, g.early_stop_start)
-                if g.early_stop else None)
-        return HessianSettings(g.hessian_every, g.hessian_batch, g.hessian_method, wd, rule)
-    return HessianSettings(cfg.run.hessian_every, cfg.data.batch_size, "auto", wd)
-
-
-def default_hooks(cfg, task) -> list:
-    """The hooks every run gets: the task's own (``task.hooks()``, optional) and the configured tracking."""
-    hooks = list(task.hooks()) if hasattr(task, "hooks") else []
-    settings = hessian_settings(cfg)
-    if settings.every > 0:
-        hooks.append(HessianTracker(settings))
-    return hooks
-
-
 def fixed_batch(stream, size: int, seed: int) -> dict:
     """``size`` images of ``stream``'s index set (a seeded choice), each augmented with a fixed seed."""
     g = torch.Generator().manual_seed(stable_seed(seed, "hessian"))
@@ -93,8 +75,8 @@ def fixed_batch(stream, size: int, seed: int) -> dict:
     return collate([samples[(stream.indices[i], stable_seed(seed, "hessian", i))] for i in order])
 
 
-class HessianTracker:
-    """Engine hook: logs ``hessian_eigenvalue`` (+ ``_method``, ``_dims``, ``_time``) every ``every`` epochs and
+class HessianTracker(Hook):
+    """Engine hook (epoch end): logs ``hessian_eigenvalue`` (+ ``_method``, ``_dims``, ``_time``) every ``every`` epochs and
     applies DARTS-ES. The measurements live in ``trainer.state["hessian_history"]`` (checkpointed: a resumed
     run keeps its early-stopping history)."""
 
@@ -108,7 +90,7 @@ class HessianTracker:
         """``epoch`` 1-based: after the first epoch, every ``every`` epochs from there, and after the last."""
         return (epoch - 1) % self.settings.every == 0 or epoch == total
 
-    def __call__(self, trainer, epoch: int, record: dict) -> Optional[dict]:
+    def epoch_end(self, trainer, epoch: int, record: dict) -> Optional[dict]:
         e = epoch + 1
         if not self.due(e, trainer.phases.epochs):
             return None
@@ -144,7 +126,7 @@ class HessianTracker:
             self._batch = fixed_batch(stream, s.batch, trainer.cfg.seed)
         device = trainer.device
         batch = self._batch
-        if "seed" in batch and hasattr(trainer.task, "augment"):  # the same fixed augmentation every time
+        if "seed" in batch:  # the same fixed augmentation every time
             batch = trainer.task.augment(batch, device)
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         arch = list(model.arch_parameters())

@@ -8,6 +8,9 @@
 A classic search-only run is ``finetune: 0``; a fixed-architecture (re)training is ``warmup: 0,
 search: 0, finetune: 1`` (with ``model.architecture_from`` / ``discretize_*`` for the two-stage
 baseline); DARTS is another task. Everything is configuration of this loop.
+
+The engine knows no task and no search space: the task (``ssnas.tasks``, chosen by ``cfg.task`` from the
+task registry) builds the model and the data; hooks (``engine/hooks.py``) act at named points of the loop.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from ssnas.arch import arch_entropies, entropy_loss
 from ssnas.config import config_hash, to_dict
 from ssnas.engine import distributed
 from ssnas.engine.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from ssnas.engine.hooks import Hook, as_hook
 from ssnas.engine.logger import RunLogger, keep_records
 from ssnas.engine.precision import resolve_amp
 from ssnas.engine.rundir import RunDir
@@ -41,17 +45,15 @@ class RunStopped(UserError):
 class Trainer:
     def __init__(self, cfg, out_dir: str | Path, task=None, resume: bool = False, overwrite: bool = False,
                  hooks=(), costs: bool = True):
-        from ssnas.engine.task import SegmentationTask
-
         self.cfg = cfg
-        if task is None and cfg.task == "darts":
-            from ssnas.darts.task import DartsTask
-            task = DartsTask(cfg)
-        self.task = task if task is not None else SegmentationTask(cfg)
+        if task is None:
+            from ssnas.tasks import build_task
+            task = build_task(cfg)   # the registered task cfg.task names
+        self.task = task
         self.run_dir = RunDir(out_dir)
         self.resume, self.overwrite = resume, overwrite
-        from ssnas.engine.tracking import default_hooks
-        self.hooks = list(hooks) + default_hooks(cfg, self.task)  # the task's + Hessian tracking (config)
+        # the caller's, the task's own (Hessian tracking included), then the plots at the end of the run
+        self.hooks = [as_hook(h) for h in hooks] + [as_hook(h) for h in self.task.hooks()] + [PlotHook()]
         self.phases = Phases.from_config(cfg.protocol)
         self._stop_signal = None
         self.costs = costs  # params/GFLOPs of supernet and fused net at the end (1-3 s; studies skip them)
@@ -67,6 +69,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         has_ckpt = False
+        self.task.check()   # a config mistake only the task sees: before the run folder is made
         if self.ctx.is_main:
             has_ckpt = self.run_dir.prepare(cfg, self.resume, self.overwrite)
         has_ckpt = distributed.broadcast_flag(has_ckpt, self.ctx)
@@ -95,6 +98,8 @@ class Trainer:
         self.opt_a = torch.optim.Adam(self._arch, lr=self.arch_lr, betas=tuple(a.betas),
                                       weight_decay=a.weight_decay)
         self.total_steps = p.epochs * self.iters
+        from ssnas.cost.term import build_cost_term
+        self.cost_term = build_cost_term(cfg, model)   # cost-aware search (cost/term.py); None: off (default)
         self.state = {"epoch": 0, "iter": 0, "step": 0, "bad_steps": 0, "skipped_steps": 0,
                       "best_score": -math.inf, "acc": {}, "entropy_search_start": None,
                       "entropy_search_end": None, "wall_time": 0.0, "initial_entropy": arch_entropies(model)}
@@ -123,7 +128,7 @@ class Trainer:
 
     # ================================================================== steps
     def _to_device(self, batch: dict) -> dict:
-        if "seed" in batch and hasattr(self.task, "augment"):  # a training batch: augmented on the device
+        if "seed" in batch:  # a training batch: augmented on the device
             batch = self.task.augment(batch, self.device)
         out = dict(batch)
         for k in ("image", "label"):
@@ -203,17 +208,22 @@ class Trainer:
             logits = model(batch["image"])
             loss = self.task.loss(logits.float(), batch)
         ent = entropy_loss(model, e.c_alpha, e.c_beta, f_t, e.reduction).to(loss.device)
-        total = loss + ent
+        total, extra = loss + ent, ()
+        if self.cost_term is not None:   # L_B with the cost penalty (+ L_ent), and E[cost] to log
+            total, expected = self.cost_term.objective(model, loss, ent)
+            extra = (expected,)
         grads = torch.autograd.grad(total, arch, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(arch, grads)]
         grads = distributed.average_gradients(grads, self.ctx)
         finite = torch.isfinite(total.detach())
         for g in grads:
             finite = finite & torch.isfinite(g).all()
-        finite, loss_value, ent_value = to_host(finite, loss, ent)  # the step's one host-device sync
+        finite, loss_value, ent_value, *extra = to_host(finite, loss, ent, *extra)  # the step's one sync
         if not finite:
             self._restore_buffers()
             return None
+        if extra:
+            self._add("expected_cost", extra[0])
         self.opt_a.zero_grad(set_to_none=True)
         for p, g in zip(arch, grads):
             p.grad = g
@@ -239,11 +249,12 @@ class Trainer:
         record = None
         if cfg.run.keep_every and st["step"] == 0:
             self._save(self.run_dir.checkpoints / "epoch_0000.pt")
+        for hook in self.hooks:
+            hook.run_start(self)
         while st["epoch"] < ph.epochs and not st.get("early_stop"):
             epoch = st["epoch"]
             for hook in self.hooks:  # e.g. DOTS's temperature for this epoch (also on resume)
-                if hasattr(hook, "epoch_start"):
-                    hook.epoch_start(self, epoch)
+                hook.epoch_start(self, epoch)
             phase = ph.phase(epoch)
             if phase == SEARCH and st["entropy_search_start"] is None:
                 st["entropy_search_start"] = arch_entropies(self.model)
@@ -258,7 +269,7 @@ class Trainer:
                 lr, arch_lr = self._set_lr()
                 loss_w = self.weight_step(self._to_device(stream_w.next()))
                 self._account("loss_w", loss_w)
-                f_t = 0.0
+                f_t, out = 0.0, None
                 if phase == SEARCH and not self.model.arch_frozen:
                     f_t = entropy_scale(cfg.entropy.scaling, t, ph)
                     out = self.arch_step(self._to_device(self.streams["b"].next()), f_t)
@@ -267,6 +278,11 @@ class Trainer:
                         self._add("entropy_loss", out[1])
                 st["iter"] += 1
                 st["step"] += 1
+                if self.hooks:
+                    info = {"epoch": epoch, "iter": st["iter"], "step": st["step"], "phase": phase,
+                            "loss_w": loss_w, "loss_a": None if out is None else out[0]}
+                    for hook in self.hooks:
+                        hook.after_step(self, info)
                 total, count = st["acc"].get("loss_w", (0.0, 0))
                 self.logger.step(f"{phase} {epoch + 1}/{ph.epochs}", {"loss": f"{total / max(1, count):.3f}"})
                 # all ranks stop at the same step (the checkpoint's barrier), whichever got the signal;
@@ -326,7 +342,7 @@ class Trainer:
                 st["best_score"] = metrics["score"]
                 self._save(self.run_dir.best)
         for hook in self.hooks:
-            extra = hook(self, epoch, record)
+            extra = hook.epoch_end(self, epoch, record)
             if extra:
                 record.update(extra)
         self.logger.log(record, st["step"])
@@ -340,7 +356,7 @@ class Trainer:
     def _payload(self) -> dict:
         st = dict(self.state)
         return {
-            "space": self.model.cfg.to_dict() if hasattr(self.model.cfg, "to_dict") else dict(self.model.cfg),
+            "space": self.task.space_record(self.model),
             **self.task.describe(),
             "model": self.model.state_dict(),
             "config": to_dict(self.cfg),
@@ -422,11 +438,10 @@ class Trainer:
         if self.ctx.is_main:
             summary.update(self._describe_result())
             (self.run_dir.path / "summary.json").write_text(json.dumps(summary, indent=2))
-            try:
-                from ssnas.engine.plots import plot_run
-                summary["plots"] = plot_run(self.run_dir, self.model, self.phases)
-            except Exception as exc:  # plots are a convenience: never lose a finished run over them
-                self.logger.message(f"[ssnas] plots failed: {exc}")
+        for hook in self.hooks:
+            extra = hook.run_end(self, summary)
+            if extra:
+                summary.update(extra)
         return summary
 
     def _describe_result(self) -> dict:
@@ -436,8 +451,9 @@ class Trainer:
         arch = describe_architecture(self.model)
         text = json.dumps(arch, indent=2).encode()
         atomic_write_bytes(self.run_dir.path / "architecture.json", lambda f: f.write(text))
+        from ssnas.space.base import SearchSpace
         crop = getattr(getattr(self.cfg, "data", None), "crop_size", None)
-        if self.costs and crop and hasattr(self.model, "beta_hat"):
+        if self.costs and crop and isinstance(self.model, SearchSpace):
             costs = network_costs(self.model, tuple(crop))
         else:
             costs = {"input_size": None, "supernet": {"params": sum(p.numel() for p in self.model.parameters())}}
@@ -461,6 +477,21 @@ class Trainer:
     def _restore_signal_handlers(self) -> None:
         for sig, old in getattr(self, "_old_handlers", {}).items():
             signal.signal(sig, old)
+
+
+class PlotHook(Hook):
+    """The run's figures (``engine/plots.py``: entropy, training curves, the architecture) when it finishes, on
+    the main rank; a failure is a message, never a lost run."""
+
+    def run_end(self, trainer, summary: dict) -> dict | None:
+        if not trainer.ctx.is_main:
+            return None
+        try:
+            from ssnas.engine.plots import plot_run
+            return {"plots": plot_run(trainer.run_dir, trainer.model, trainer.phases)}
+        except Exception as exc:  # plots are a convenience: never lose a finished run over them
+            trainer.logger.message(f"[ssnas] plots failed: {exc}")
+            return None
 
 
 def _entropy_summary(st: dict) -> dict:

@@ -1,4 +1,4 @@
-"""ONNX export of a :class:`~ssnas.export.fuse.FusedSegNet`, checked against onnxruntime.
+"""ONNX export of a fused network (``model.fuse()``, e.g. the grid's ``FusedSegNet``), checked against onnxruntime.
 
 ``torch.onnx.export`` with the dynamo exporter (needs ``onnxscript``) is tried first; if it fails, the
 TorchScript-based exporter (``dynamo=False``) is used. ``export_onnx`` returns which one wrote the file.

@@ -4,7 +4,8 @@ A ``.safetensors`` file is an 8-byte header length, a JSON header, then raw tens
 JSON and copies bytes, it never unpickles anything. The header's ``__metadata__`` (string → string) holds::
 
     format: "ssnas-fused"   version: "1"
-    spec: JSON of FusedSegNet's spec (the fused architecture: live stem branches, cells, edges, kernels)
+    spec: JSON of the fused network's spec (its search space, the fused architecture: for the grid, live stem
+          branches, cells, edges, kernels)
     classes: JSON {"names", "colors", "ignore_index"}
     preprocessing: JSON {"mean", "std", ...}
     architecture: JSON of the searched architecture (summary.json's compact form), for people
@@ -17,16 +18,17 @@ import json
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ssnas.engine.checkpoint import atomic_write_bytes
 from ssnas.errors import UserError
-from ssnas.export.fuse import FORMAT, VERSION, FusedSegNet, fused_from_payload
+from ssnas.export.fuse import FORMAT, VERSION, fused_from_payload
 
 SUFFIX = ".safetensors"
 JSON_KEYS = ("spec", "classes", "preprocessing", "architecture")
 
 
-def save_safetensors(fused: FusedSegNet, path: str | Path, classes: dict | None = None,
+def save_safetensors(fused: nn.Module, path: str | Path, classes: dict | None = None,
                      preprocessing: dict | None = None, architecture: dict | None = None) -> None:
     """Write the fused weights and their JSON description atomically."""
     from safetensors.torch import save
@@ -65,8 +67,8 @@ def read_safetensors(path: str | Path) -> dict:
     return payload
 
 
-def load_safetensors(path: str | Path, map_location: str | torch.device = "cpu") -> FusedSegNet:
-    """A :class:`FusedSegNet` (eval mode, ``.classes``, ``.preprocessing``, ``.architecture``) from a file."""
+def load_safetensors(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """A fused network (the space's registered ``fused`` class; eval mode, ``.classes``, ``.preprocessing``, ``.architecture``) from a file."""
     payload = read_safetensors(path)
     fused = fused_from_payload(payload, path)
     fused.architecture = payload.get("architecture")

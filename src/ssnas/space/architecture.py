@@ -12,16 +12,10 @@ import math
 import torch
 
 from ssnas.arch import arch_entropies
-from ssnas.space.backbone import EDGE_OFFSETS, LEVELS
+from ssnas.space.topology import EDGE_KINDS, EDGE_NAMES, LEVELS, STEM_STRIDE, edge_source, stride  # noqa: F401
 
 FORMAT = "ssnas-architecture"
 VERSION = 1
-STEM_STRIDE = 4                      # level i has stride 4 · 2^i
-EDGE_NAMES = ("down", "same", "up")  # β's last axis: from level i-1 (finer), i, i+1 (coarser)
-
-
-def stride(level: int) -> int:
-    return STEM_STRIDE * 2 ** level
 
 
 def strongest_path(beta_hat: torch.Tensor, edge_mask: torch.Tensor) -> tuple[list[int], float]:
@@ -42,9 +36,9 @@ def strongest_path(beta_hat: torch.Tensor, edge_mask: torch.Tensor) -> tuple[lis
     for l in range(layers):
         new, arg = [-math.inf] * levels, [0] * levels
         for i in range(levels):
-            for j, off in enumerate(EDGE_OFFSETS):
-                src = i + off
-                if 0 <= src < levels and best[src] + float(log_b[l, i, j]) > new[i]:
+            for j in range(EDGE_KINDS):
+                src = edge_source(i, j, levels)
+                if src is not None and best[src] + float(log_b[l, i, j]) > new[i]:
                     new[i], arg[i] = best[src] + float(log_b[l, i, j]), src
         back.append(arg)
         best = new
@@ -56,17 +50,15 @@ def strongest_path(beta_hat: torch.Tensor, edge_mask: torch.Tensor) -> tuple[lis
     return path, (math.exp(best[end]) if best[end] > -math.inf else 0.0)
 
 
-@torch.no_grad()
 def describe_architecture(model) -> dict:
-    """JSON-able description of a supernet's architecture (see the module docstring); DARTS networks give
-    their genotype instead."""
-    if not hasattr(model, "beta_hat"):
-        out = {"format": FORMAT, "version": VERSION, "space": "darts"}
-        if hasattr(model, "genotype"):
-            out["genotype"] = {k: [list(x) if isinstance(x, tuple) else x for x in v] if isinstance(v, list) else
-                               list(v) for k, v in model.genotype()._asdict().items()}
-        out["entropy"] = arch_entropies(model)
-        return out
+    """JSON-able description of a model's architecture: the space's own ``describe_architecture()`` (the
+    grid's: :func:`describe_grid`; DARTS networks give their genotype)."""
+    return model.describe_architecture()
+
+
+@torch.no_grad()
+def describe_grid(model) -> dict:
+    """The grid supernet's architecture (see the module docstring)."""
     a_hat, b_hat = model.alpha_hat().cpu(), model.beta_hat().cpu()
     op_mask, edge_mask = model.op_mask.cpu(), model.edge_mask.cpu()
     kernels = [int(k) for k in model.cfg.kernel_sizes]
@@ -75,9 +67,10 @@ def describe_architecture(model) -> dict:
         for i in range(LEVELS):
             a = a_hat[l, i].masked_fill(~op_mask[l, i], -1.0)
             edges = {}
-            for j, off in enumerate(EDGE_OFFSETS):
-                if 0 <= i + off < LEVELS:
-                    edges[EDGE_NAMES[j]] = {"from_stride": stride(i + off), "beta_hat": float(b_hat[l, i, j]),
+            for j in range(EDGE_KINDS):
+                src = edge_source(i, j)
+                if src is not None:
+                    edges[EDGE_NAMES[j]] = {"from_stride": stride(src), "beta_hat": float(b_hat[l, i, j]),
                                             "kept": bool(edge_mask[l, i, j])}
             cells.append({"layer": l + 1, "level": i, "stride": stride(i),
                           "alpha_hat": {str(k): float(a_hat[l, i, n]) for n, k in enumerate(kernels)},
@@ -130,19 +123,20 @@ def format_architecture(summary: dict) -> str:
 
 def network_costs(model, input_size: tuple[int, int]) -> dict:
     """Parameters and GFLOPs (2 × multiply-adds, one 1×C×H×W input) of the supernet and of its fused export
-    (``export/fuse.py``: α̂, β̂ and BN folded), the network a user deploys; DARTS networks: parameters only."""
+    (``model.fuse()``: α̂, β̂ and BN folded), the network a user deploys; models that are not a registered
+    search space (DARTS networks): parameters only."""
     from ssnas.space.profile import forward_flops
 
     def count(m) -> int:
         return sum(p.numel() for p in m.parameters())
 
     out = {"input_size": list(input_size), "supernet": {"params": count(model)}}
-    if not hasattr(model, "beta_hat"):
+    from ssnas.space.base import SearchSpace
+    if not isinstance(model, SearchSpace):
         return out
     in_channels = model.cfg.in_channels
     out["supernet"]["gflops"] = forward_flops(model, input_size, in_channels) / 1e9
-    from ssnas.export.fuse import fuse_supernet
-    fused = fuse_supernet(model)
+    fused = model.fuse()
     out["fused"] = {"params": count(fused), "gflops": forward_flops(fused, input_size, in_channels) / 1e9}
     return out
 

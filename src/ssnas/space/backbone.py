@@ -12,18 +12,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssnas.arch import masked_softmax
+from ssnas.ops.fold import conv_like, fold_bn
 from ssnas.space.cell import Cell
-
-LEVELS = 4
-# Incoming edge slots of a cell at level i, in β's last axis: from level i-1 (stride s/2), i (s), i+1 (2s).
-EDGE_OFFSETS = (-1, 0, 1)
+from ssnas.space.topology import EDGE_KINDS, EDGE_OFFSETS, LEVELS, edge_source  # noqa: F401 (re-exported)
 
 
 def edge_valid_mask(layers: int, levels: int = LEVELS) -> Tensor:
-    """(L, levels, 3) bool: which incoming edges exist (no level -1 or level 4)."""
-    valid = torch.ones(layers, levels, len(EDGE_OFFSETS), dtype=torch.bool)
-    valid[:, 0, 0] = False
-    valid[:, levels - 1, 2] = False
+    """(L, levels, EDGE_KINDS) bool: which incoming edges exist (none from outside the grid)."""
+    valid = torch.ones(layers, levels, EDGE_KINDS, dtype=torch.bool)
+    for i in range(levels):
+        for j in range(EDGE_KINDS):
+            valid[:, i, j] = edge_source(i, j, levels) is not None
     return valid
 
 
@@ -48,8 +47,10 @@ class ShapeAlign(nn.Module):
         self.conv = nn.Conv2d(cin, cout, 1, bias=False)
         self.bn = nn.BatchNorm2d(cout)
 
-    def forward(self, y: Tensor, size: tuple[int, int]) -> Tensor:
-        return self.project(F.relu(y), size)
+    def forward(self, y: Tensor, size: tuple[int, int], activated: bool = False) -> Tensor:
+        """P(y); ``activated``: y is already ReLU'd (the backbone applies the ReLU once per source, not once per
+        outgoing edge). Called as a module, so that ``profile`` counts the edge's FLOPs under P."""
+        return self.project(y if activated else F.relu(y), size)
 
     def project(self, y: Tensor, size: tuple[int, int]) -> Tensor:
         """P after its ReLU: the backbone applies the ReLU once per source, not once per outgoing edge."""
@@ -60,6 +61,16 @@ class ShapeAlign(nn.Module):
                 return self.bn(F.interpolate(self.conv(y), size=size, mode="bilinear", align_corners=False))
             y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
         return self.bn(self.conv(y))
+
+    def fold(self, scale: float | Tensor = 1.0) -> tuple[Tensor, Tensor]:
+        """``scale · BN(conv(·))`` as one 1×1 conv's (weight, bias) in float64, Eq. 1's β̂ folded in as ``scale``.
+        The fused cell does the ReLU and the resampling (an up edge convolves before upsampling: exact, since
+        a 1×1 conv and BN commute with bilinear interpolation)."""
+        return fold_bn(self.conv.weight, self.bn, scale)
+
+    def fuse(self, scale: float | Tensor = 1.0) -> nn.Conv2d:
+        """:meth:`fold` as a biased 1×1 conv."""
+        return conv_like(self.conv, *self.fold(scale))
 
 
 class Backbone(nn.Module):
@@ -80,9 +91,9 @@ class Backbone(nn.Module):
             layer_edges = nn.ModuleList()
             for i in range(levels):
                 slots = nn.ModuleDict()
-                for j, off in enumerate(EDGE_OFFSETS):
-                    src = i + off
-                    if 0 <= src < levels:
+                for j in range(EDGE_KINDS):
+                    src = edge_source(i, j, levels)
+                    if src is not None:
                         slots[str(j)] = ShapeAlign(widths[src], widths[i], src, i)
                 layer_edges.append(slots)
             self.edges.append(layer_edges)
@@ -98,7 +109,7 @@ class Backbone(nn.Module):
                 x = None
                 for key, align in self.edges[l][i].items():
                     j = int(key)
-                    term = align.project(act[i + EDGE_OFFSETS[j]], size) * beta_hat[l, i, j]   # Eq. 1
+                    term = align(act[edge_source(i, j)], size, activated=True) * beta_hat[l, i, j]   # Eq. 1
                     x = term if x is None else x + term
                 out.append(cell(x, alpha_hat[l, i]))                                      # Eq. 3
             prev = out

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssnas.ops.fold import conv_like, copy_conv, fold_bn, permute_inputs
 from ssnas.space.operations import ConvBN
 
 
@@ -40,3 +41,15 @@ class SegmentationHead(nn.Module):
                 t = F.interpolate(t, size=base, mode="bilinear", align_corners=False)
             out = t if out is None else out + t
         return out
+
+    def reparameterize(self, input_permutations: list[Tensor] | None = None) -> nn.Sequential:
+        """The head's ``fuse()`` (named as timm's, since ``self.fuse`` is its 1×1 conv, a checkpointed name).
+
+        The head in eval mode with its BN folded: ``Sequential(fuse conv, ReLU, classifier)`` (the
+        upsampling and concatenation stay with the fused network). ``input_permutations[i]``: the channel order
+        of level i's input (a fused cell skips its channel shuffle: ``Cell.output_permutation``)."""
+        w, b = fold_bn(self.fuse[0].weight, self.fuse[1])
+        if input_permutations is not None:
+            parts = torch.split(w, self.widths, 1)
+            w = torch.cat([permute_inputs(part, perm) for part, perm in zip(parts, input_permutations)], 1)
+        return nn.Sequential(conv_like(self.fuse[0], w, b), nn.ReLU(), copy_conv(self.classifier))

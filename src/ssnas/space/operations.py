@@ -7,10 +7,13 @@ so the kernel mixture costs one convolution instead of three.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssnas.ops.fold import FOLD_DTYPE, fold_bn, fuse_conv_bn, set_conv
 from ssnas.space.depthwise import depthwise_conv
 
 SE_REDUCTION = 4  # squeeze width = expanded width / 4 (MobileNetV3)
@@ -24,6 +27,11 @@ class ConvBN(nn.Sequential):
         if act:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
+
+    def fuse(self) -> nn.Sequential:
+        """The conv with its BN folded in (+ ReLU): ``Sequential(conv[, ReLU])``."""
+        conv = fuse_conv_bn(self[0], self[1])
+        return nn.Sequential(conv, nn.ReLU()) if len(self) > 2 else nn.Sequential(conv)
 
 
 class SqueezeExcite(nn.Module):
@@ -41,6 +49,10 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         s = x.mean((2, 3), keepdim=True)
         return x * (F.relu6(self.expand(F.relu(self.reduce(s))) + 3.0) / 6.0)
+
+    def fuse(self) -> "SqueezeExcite":
+        """Nothing to fold (no BN): a copy."""
+        return copy.deepcopy(self)
 
 
 class MixedDepthwise(nn.Module):
@@ -107,6 +119,50 @@ class InvertedBottleneck(nn.Module):
         h = self.expand(x)
         h = F.relu(self.dw_bn(self.dw(h, mix)), inplace=True)
         return x + self.project(self.se(h))
+
+    def fuse(self, mix: Tensor | None = None, scale: float | Tensor = 1.0) -> "FusedBlock":
+        """``scale · (block(x) - x)`` with the depthwise kernel α̂-mixed by ``mix`` and every BN folded: the
+        residual branch only (a cell adds the input once for all its blocks, Σ_k α̂_k = 1). The mixed kernel
+        is cropped to the largest kernel with ``mix_k ≠ 0``: the rest of it is exactly zero."""
+        kernel = self.dw.kmax if mix is None else max(k for k, m in zip(self.dw.kernel_sizes, mix) if m != 0)
+        weight = self.dw.superkernel(mix)
+        ref = self.expand[0].weight
+        block = FusedBlock(self.expand[0].in_channels, self.dw.weights[0].shape[0], kernel,
+                           isinstance(self.se, SqueezeExcite)).to(device=ref.device, dtype=ref.dtype)
+        set_conv(block.expand, *fold_bn(self.expand[0].weight, self.expand[1]))
+        p = (weight.shape[-1] - kernel) // 2
+        set_conv(block.dw, *fold_bn(weight[..., p:p + kernel, p:p + kernel], self.dw_bn))
+        if isinstance(self.se, SqueezeExcite):
+            block.se = self.se.fuse()
+        set_conv(block.project, *fold_bn(self.project[0].weight, self.project[1],
+                                         torch.as_tensor(scale, dtype=FOLD_DTYPE)))
+        return block
+
+
+def _conv(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """A biased conv (what a conv → BN becomes once folded)."""
+    return nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=True)
+
+
+class FusedBlock(nn.Module):
+    """An inverted bottleneck folded for deployment, without its residual:
+    project(SE(relu(dw(relu(expand(x)))))), BN folded (:meth:`InvertedBottleneck.fuse`)."""
+
+    def __init__(self, channels: int, hidden: int, kernel: int, squeeze_excite: bool):
+        super().__init__()
+        self.expand = _conv(channels, hidden)
+        self.dw = _conv(hidden, hidden, kernel, groups=hidden)
+        self.se = SqueezeExcite(hidden) if squeeze_excite else nn.Identity()
+        self.project = _conv(hidden, channels)
+
+    def spec(self) -> dict:
+        """The plain values that rebuild this block (the fused network's JSON spec)."""
+        return dict(kernel=self.dw.kernel_size[0], hidden=self.dw.out_channels,
+                    squeeze_excite=isinstance(self.se, SqueezeExcite))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.dw(F.relu(self.expand(x))))
+        return self.project(self.se(h))
 
 
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:

@@ -2,7 +2,9 @@
 
 Convention (Table 3): FLOPs = 2 × multiply-adds of the conv/linear layers in one forward pass of a
 1×3×H×W input (default 1024×2048). The pass runs on the ``meta`` device by default — the real forward
-code, no data, no time — or on a real device for a check (both give the same counts).
+code, no data, no time — or on a real device for a check (both give the same counts). The components are
+the space's own (``cost_groups()`` of the :class:`~ssnas.space.base.SearchSpace` protocol; the grid's are
+Table 3's stem / cells / P / head).
 """
 from __future__ import annotations
 
@@ -11,9 +13,7 @@ import copy
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ssnas.space.supernet import SuperNet
-
-COMPONENTS = ("stem", "cells", "P", "head")
+COMPONENTS = ("stem", "cells", "P", "head")   # the grid's (Table 3)
 # Table 3 of the paper: (FLOPs at 1024×2048, parameters).
 PAPER_TABLE3 = {
     "small": (57.7e9, 3.2e6),
@@ -23,23 +23,26 @@ PAPER_TABLE3 = {
 }
 
 
-def _component(name: str) -> str:
-    """Map a parameter / module name to its component."""
-    if name.startswith("stem"):
-        return "stem"
-    if name.startswith("backbone.cells"):
-        return "cells"
-    if name.startswith("backbone.edges"):
-        return "P"
-    if name.startswith("head"):
-        return "head"
+def components(model) -> tuple:
+    """The model's components, in the order its ``cost_groups()`` names them."""
+    return tuple(dict.fromkeys(model.cost_groups().values()))
+
+
+def _component(name: str, groups: dict) -> str:
+    """The component of a parameter / module name: that of the group containing it, else ``arch``."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        group = groups.get(".".join(parts[:end]))
+        if group is not None:
+            return group
     return "arch"
 
 
-def count_parameters(model: SuperNet) -> dict:
-    out = {c: 0 for c in COMPONENTS + ("arch",)}
+def count_parameters(model) -> dict:
+    groups = model.cost_groups()
+    out = {c: 0 for c in components(model) + ("arch",)}
     for name, p in model.named_parameters():
-        out[_component(name)] += p.numel()
+        out[_component(name, groups)] += p.numel()
     return out
 
 
@@ -53,30 +56,26 @@ def forward_flops(model, input_size: tuple[int, int], in_channels: int = 3) -> i
     return int(counter.get_total_flops())
 
 
-def profile(model: SuperNet, input_size: tuple[int, int] = (1024, 2048)) -> dict:
+def profile(model, input_size: tuple[int, int] = (1024, 2048)) -> dict:
     """{"params", "flops", "macs", "arch_params", "components": {name: {"params", "flops"}}, "input_size"}.
 
     ``params`` counts the weights and the architecture parameters (α, β) — everything in the model.
     """
     model = model.eval()
-    device = model.alpha.device  # build the model under `with torch.device("meta")` to count for free
+    device = next(model.parameters()).device  # build the model under `with torch.device("meta")` to count free
     x = torch.empty(1, model.cfg.in_channels, *input_size, device=device)
     if device.type != "meta":
         x.normal_()
     counter = FlopCounterMode(display=False, depth=None)
     with counter, torch.no_grad():
         model(x)
-    flops = {c: 0 for c in COMPONENTS}
+    groups, names = model.cost_groups(), components(model)
+    flops = {c: 0 for c in names}
     prefix = type(model).__name__ + "."
     for module, counts in counter.get_flop_counts().items():
-        if not module.startswith(prefix):
-            continue
-        name = module[len(prefix):]
-        depth = name.count(".")
-        # count each leaf group once: stem/head at their root, cells at cells.l.i, P at edges.l.i.j
-        if name in ("stem", "head") or (name.startswith("backbone.cells") and depth == 3) or (
-                name.startswith("backbone.edges") and depth == 4):
-            flops[_component(name)] += sum(counts.values())
+        name = module[len(prefix):] if module.startswith(prefix) else None
+        if name in groups:   # each group once, at its own name (its submodules are counted within it)
+            flops[groups[name]] += sum(counts.values())
     total = counter.get_total_flops()
     params = count_parameters(model)
     return {
@@ -85,6 +84,6 @@ def profile(model: SuperNet, input_size: tuple[int, int] = (1024, 2048)) -> dict
         "arch_params": params["arch"],
         "flops": int(total),
         "macs": int(total // 2),
-        "components": {c: {"params": params[c], "flops": int(flops[c])} for c in COMPONENTS},
+        "components": {c: {"params": params[c], "flops": int(flops[c])} for c in names},
         "other_flops": int(total - sum(flops.values())),
     }

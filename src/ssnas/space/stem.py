@@ -26,3 +26,7 @@ class MultiScaleStem(nn.Module):
             xi = x if i == 0 else F.interpolate(x, scale_factor=0.5 ** i, mode="bilinear", align_corners=False)
             outs.append(branch(xi))
         return outs
+
+    def fuse(self, level: int) -> nn.Sequential:
+        """The branch of ``level`` with its BNs folded: conv, ReLU, conv, ReLU, conv, ReLU."""
+        return nn.Sequential(*(m for conv_bn in self.branches[level] for m in conv_bn.fuse()))

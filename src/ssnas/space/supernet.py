@@ -1,7 +1,9 @@
 """The supernet: stem → backbone (Eq. 1-3) → head, with its architecture α, β kept apart from the weights.
 
-α has shape (L, 4, K) (one row of kernel logits per cell), β has shape (L, 4, 3) (one row of incoming-edge
-logits per cell; slot order: from stride s/2, s, 2s). α̂ and β̂ are computed once per forward pass.
+α has shape (L, LEVELS, K) (one row of kernel logits per cell), β has shape (L, LEVELS, EDGE_KINDS) (one row of
+incoming-edge logits per cell; slot order: from stride s/2, s, 2s — ``space/topology.py``). α̂ and β̂ are computed
+once per forward pass. ``SuperNet`` implements the :class:`~ssnas.space.base.SearchSpace` protocol as the
+registered space ``grid`` (``space/grid.py``).
 Discretization is expressed with masks (``edge_mask``, ``op_mask``): a masked choice gets exactly zero
 weight and the softmax renormalizes over what is kept — the trained supernet itself, not a decoded copy.
 """
@@ -14,11 +16,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssnas.arch import masked_softmax
-from ssnas.space.backbone import LEVELS, Backbone, beta_hat, edge_valid_mask
+from ssnas.errors import UserError
+from ssnas.space.backbone import Backbone, beta_hat, edge_valid_mask
+from ssnas.space.base import ArchitectureMixin
 from ssnas.space.head import SegmentationHead
 from ssnas.space.stem import MultiScaleStem
+from ssnas.space.topology import EDGE_KINDS, LEVELS, OUTPUT_STRIDE  # noqa: F401 (OUTPUT_STRIDE re-exported)
 
-OUTPUT_STRIDE = 32      # coarsest level; inputs are padded to a multiple of it
 ARCH_INIT_STD = 1e-3    # DARTS / Auto-DeepLab initialize architecture logits near zero
 
 
@@ -39,7 +43,7 @@ class SpaceConfig:
 
     @property
     def widths(self) -> list[int]:
-        """C_i = F · 2^i for levels i = 0..3 (stride 4, 8, 16, 32)."""
+        """C_i = F · 2^i for levels i = 0 .. LEVELS-1 (stride 4, 8, 16, 32)."""
         return [self.filters * 2 ** i for i in range(LEVELS)]
 
     def to_dict(self) -> dict:
@@ -48,7 +52,11 @@ class SpaceConfig:
         return d
 
 
-class SuperNet(nn.Module):
+class SuperNet(ArchitectureMixin, nn.Module):
+    """The paper's grid supernet (the ``grid`` search space)."""
+
+    space_name = "grid"
+
     def __init__(self, cfg: SpaceConfig):
         super().__init__()
         self.cfg = cfg
@@ -59,19 +67,12 @@ class SuperNet(nn.Module):
         self.head = SegmentationHead(widths, cfg.num_classes, cfg.head_channels)
         k = len(cfg.kernel_sizes)
         self.alpha = nn.Parameter(ARCH_INIT_STD * torch.randn(cfg.layers, LEVELS, k))
-        self.beta = nn.Parameter(ARCH_INIT_STD * torch.randn(cfg.layers, LEVELS, 3))
+        self.beta = nn.Parameter(ARCH_INIT_STD * torch.randn(cfg.layers, LEVELS, EDGE_KINDS))
         self.register_buffer("edge_mask", edge_valid_mask(cfg.layers))
         self.register_buffer("op_mask", torch.ones(cfg.layers, LEVELS, k, dtype=torch.bool))
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
 
     # ----------------------------------------------------------------- architecture parameters
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return [self.alpha, self.beta]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
-
     def alpha_hat(self) -> Tensor:
         """Softmax of α over each cell's kernels (Eq. 3's α̂), masked."""
         return masked_softmax(self.alpha, self.op_mask)
@@ -84,33 +85,11 @@ class SuperNet(nn.Module):
         L, K = self.cfg.layers, len(self.cfg.kernel_sizes)
         return {
             "alpha": (self.alpha_hat().reshape(L * LEVELS, K), self.op_mask.reshape(L * LEVELS, K)),
-            "beta": (self.beta_hat().reshape(L * LEVELS, 3), self.edge_mask.reshape(L * LEVELS, 3)),
+            "beta": (self.beta_hat().reshape(L * LEVELS, EDGE_KINDS), self.edge_mask.reshape(L * LEVELS, EDGE_KINDS)),
         }
 
-    @property
-    def arch_frozen(self) -> bool:
-        return bool(self.frozen)
-
-    def freeze_architecture(self) -> None:
-        """Fine-tune phase: α, β stop receiving gradients (and are never stepped)."""
-        self.frozen.fill_(True)
-        for p in self.arch_parameters():
-            p.requires_grad_(False)
-
-    def unfreeze_architecture(self) -> None:
-        self.frozen.fill_(False)
-        for p in self.arch_parameters():
-            p.requires_grad_(True)
-
-    def _apply_frozen_flag(self) -> None:
-        """Keep requires_grad in line with the saved ``frozen`` buffer after loading a state dict."""
-        for p in self.arch_parameters():
-            p.requires_grad_(not self.arch_frozen)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self._apply_frozen_flag()
-        return result
+    def arch_state_keys(self) -> tuple[str, ...]:
+        return ("alpha", "beta", "edge_mask", "op_mask")
 
     # ----------------------------------------------------------------- discretization
     def discretize(self, edges_per_cell: int | None = 1, ops: bool = True) -> None:
@@ -120,8 +99,11 @@ class SuperNet(nn.Module):
             if edges_per_cell is not None:
                 if edges_per_cell < 1:
                     raise ValueError("edges_per_cell must be >= 1")
+                if edges_per_cell > EDGE_KINDS:
+                    raise UserError(f"model.discretize_edges: {edges_per_cell}, expected at most {EDGE_KINDS} (the "
+                                    f"incoming edges of a grid cell)")
                 scores = self.beta_hat().masked_fill(~self.edge_mask, -1.0)
-                top = scores.topk(min(edges_per_cell, 3), dim=-1).indices
+                top = scores.topk(edges_per_cell, dim=-1).indices
                 keep = torch.zeros_like(self.edge_mask).scatter_(-1, top, True)
                 self.edge_mask &= keep
             if ops:
@@ -148,7 +130,7 @@ class SuperNet(nn.Module):
             for idx in order.tolist():
                 if dropped >= target:
                     break
-                cell = idx // 3
+                cell = idx // EDGE_KINDS
                 if per_cell[cell] > 1:
                     mask[idx] = False
                     per_cell[cell] -= 1
@@ -169,3 +151,26 @@ class SuperNet(nn.Module):
         features = self.backbone(self.stem(x), a_hat, b_hat)
         logits = self.head(features, x.shape[-2:])
         return logits[..., :h, :w] if (ph or pw) else logits
+
+    # ----------------------------------------------------------------- export, cost, description
+    def fuse(self, merge_edges: bool = True) -> nn.Module:
+        """The deployable :class:`~ssnas.space.fused.FusedSegNet` (same eval-mode logits)."""
+        from ssnas.space.fused import fuse_grid
+        return fuse_grid(self, merge_edges=merge_edges)
+
+    def cost_groups(self) -> dict:
+        """Table 3's components: the stem and the head whole, each cell, each edge P (``profile``)."""
+        groups = {"stem": "stem"}
+        for l in range(self.cfg.layers):
+            for i in range(LEVELS):
+                groups[f"backbone.cells.{l}.{i}"] = "cells"
+        for l in range(self.cfg.layers):
+            for i in range(LEVELS):
+                for j in self.backbone.edges[l][i]:
+                    groups[f"backbone.edges.{l}.{i}.{j}"] = "P"
+        groups["head"] = "head"
+        return groups
+
+    def describe_architecture(self) -> dict:
+        from ssnas.space.architecture import describe_grid
+        return describe_grid(self)

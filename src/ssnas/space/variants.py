@@ -1,6 +1,8 @@
-"""Registry of supernet variants (Table 3), defined as data in ``configs/variants/<name>.yaml``.
+"""Supernet variants (Table 3), defined as data in ``configs/variants/<name>.yaml``, and the grid's
+hyperparameter check.
 
-``create_model("small", num_classes=19)`` is the one way to build a supernet (timm's ``create_model``).
+``create_model("small", num_classes=19)`` is the one way to build a supernet (timm's ``create_model``); it
+builds the registered space ``space`` (default the paper's grid, ``space/base.py``).
 """
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ from pathlib import Path
 
 
 from ssnas.errors import UserError
-from ssnas.space.supernet import SpaceConfig, SuperNet
+from ssnas.space.base import create_model  # noqa: F401 (the one way to build a supernet, re-exported)
+from ssnas.space.cell import MIXTURES
+from ssnas.space.supernet import SpaceConfig
 
 VARIANTS_DIR = Path(__file__).resolve().parent.parent / "configs" / "variants"
-MIXTURES = ("kernel", "output")
 
 
 def list_variants() -> list[str]:
@@ -36,6 +39,8 @@ def space_config(variant: str | dict, **overrides) -> SpaceConfig:
     source = variant if isinstance(variant, str) else "variant"
     data = dict(load_variant(variant) if isinstance(variant, str) else variant)
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if data.pop("search_space", "grid") != "grid":
+        raise UserError(f"{source}: describes another search space than grid")
     names = {f.name for f in dataclasses.fields(SpaceConfig)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -58,7 +63,7 @@ def space_config(variant: str | dict, **overrides) -> SpaceConfig:
             isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0 for k in ks):
         raise UserError(f"{source}: kernel_sizes={ks!r}, expected a non-empty list of odd positive integers")
     if data.get("mixture", "kernel") not in MIXTURES:
-        raise UserError(f"{source}: mixture={data['mixture']!r}, expected one of {', '.join(MIXTURES)}")
+        raise UserError(f"{source}: mixture={data['mixture']!r}, expected one of {', '.join(MIXTURES.names())}")
     cfg = SpaceConfig(**{**data, "kernel_sizes": tuple(ks), "expansion": float(exp), "sampling": float(s)})
     for c in cfg.widths:
         op = c * cfg.sampling
@@ -71,10 +76,3 @@ def space_config(variant: str | dict, **overrides) -> SpaceConfig:
 def _check_int(source: str, key: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise UserError(f"{source}: {key}={value!r}, expected a positive integer")
-
-
-def create_model(variant: str | dict | SpaceConfig = "small", **overrides) -> SuperNet:
-    cfg = variant if isinstance(variant, SpaceConfig) else space_config(variant, **overrides)
-    if isinstance(variant, SpaceConfig) and overrides:
-        cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    return SuperNet(cfg)

@@ -22,6 +22,7 @@ TITLE = "Lack of implicit entropy regularization (Table 1)"
 PAPER = ("Table 1, 'Ours' rows: edges 0.128 → 0.127, operations 0.346 → 0.345 (start → end of the search "
          "stage): the entropy of an unregularized supernet stays constant.")
 PAPER_ROWS = {("Ours", "Edges"): (0.128, 0.127), ("Ours", "Operations"): (0.346, 0.345),
+              ("Auto-DeepLab", "Edges"): (0.259, 0.256), ("Auto-DeepLab", "Operations"): (0.260, 0.258),
               ("DARTS", "Topology"): (0.126, 0.126), ("DARTS", "Operations"): (0.260, 0.256)}
 STEADY = 0.05     # a relative change below 5% counts as "stays constant" (the paper's rows change < 1%)
 PARAMETERS = (("beta", "Edges"), ("alpha", "Operations"))
@@ -73,8 +74,25 @@ def darts_rows(cfg, study_dir, progress) -> list[dict]:
             for prefix, label in (("topology", "Topology"), ("alpha", "Operations"))]
 
 
+def autodeeplab_rows(cfg, study_dir, progress) -> list[dict]:
+    """Table 1's Auto-DeepLab rows: the Auto-DeepLab supernet (``model.space: autodeeplab``) searched by the
+    config named by ``study.autodeeplab_config`` (e.g. ``autodeeplab/cityscapes-search``; no rows without it)
+    without entropy loss, one run per seed. Edges = its β̂ (normalized per Auto-DeepLab's Eq. 7),
+    Operations = its α̂ (8 operations per cell edge), start and end of that config's search phase."""
+    from ssnas.config import load_config
+
+    name = cfg.study.get("autodeeplab_config")
+    if not name:
+        return []
+    base = load_config(name)
+    summaries = [study_dir.train(f"autodeeplab-s{seed}", derive(base, {"seed": seed, "entropy.c_alpha": 0.0,
+                                                                     "entropy.c_beta": 0.0}))
+                 for seed in seeds_of(cfg)]
+    return [_row("Auto-DeepLab", label, [s["entropy"][key] for s in summaries]) for key, label in PARAMETERS]
+
+
 # Each source: (cfg, StudyDir, progress) -> rows with method, parameters, start_raw, end_raw (+ normalized).
-ROW_SOURCES = [ours_rows, darts_rows]
+ROW_SOURCES = [ours_rows, autodeeplab_rows, darts_rows]
 
 
 def run(cfg, study_dir, progress) -> dict:

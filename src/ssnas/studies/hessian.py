@@ -2,7 +2,7 @@
 
 For every search space (study.spaces, RobustDARTS's S1–S4) and data mode (study.modes: ``split`` — w and α on
 disjoint halves, as DARTS/RobustDARTS; ``joint`` — both on the whole training set) one DARTS search runs
-through the engine with Hessian tracking (``darts.hessian_every`` > 0). Curves are read from each run's
+through the engine with Hessian tracking (``run.hessian_every`` > 0). Curves are read from each run's
 metrics.jsonl; the final genotype's skip connections and parameter-free ops per cell come from the last
 record. The paper's claim, judged per space over the seeds (``study.seeds``, at least 3 for an interval
 worth reading) as four parts, each with its 95% CI (:mod:`ssnas.studies.stats`), paired by seed where split
@@ -45,8 +45,8 @@ def _choice_list(cfg, key: str, allowed: tuple) -> list:
 def run(cfg, study_dir, progress) -> dict:
     if cfg.task != "darts":
         raise UserError("task: the hessian study searches DARTS networks, expected 'task: darts'")
-    if cfg.darts.hessian_every <= 0:
-        raise UserError("darts.hessian_every: 0 measures no eigenvalue, expected k > 0 (epochs between measurements)")
+    if cfg.run.hessian_every <= 0:
+        raise UserError("run.hessian_every: 0 measures no eigenvalue, expected k > 0 (epochs between measurements)")
     spaces, modes, seeds = _choice_list(cfg, "spaces", SPACES), _choice_list(cfg, "modes", MODES), seeds_of(cfg)
     rows, curves = [], {}
     for space in spaces:
@@ -80,7 +80,7 @@ def run(cfg, study_dir, progress) -> dict:
     header = ["Space", "Data", "Seed", "λ start", "λ end", "end/start", "skip (normal / reduce)",
               "param-free (normal / reduce)", "Test acc.", "DARTS-ES stop"]
     results["markdown"] = "\n".join([
-        f"**Fig. 4** — dominant eigenvalue of ∇²_α L_valid (measured every {cfg.darts.hessian_every} epoch(s) on a "
+        f"**Fig. 4** — dominant eigenvalue of ∇²_α L_valid (measured every {cfg.run.hessian_every} epoch(s) on a "
         f"fixed {cfg.darts.hessian_batch}-image batch of the architecture's data), dataset "
         f"`{cfg.darts.dataset}`, {cfg.darts.layers} layers × {cfg.darts.channels} channels, "
         f"{cfg.protocol.epochs} epochs. Genotype counts are per cell (8 edges each).", "",

@@ -142,7 +142,7 @@ def execute(job: SubRun) -> None:
         measures = {measure_key(job.measure): job.measure(str(checkpoint_of(out)))} if job.measure else {}
         job.store.save(train_record(job.name, job.key, summary, read_metrics(out / "metrics.jsonl"), measures))
     else:
-        from ssnas.engine.task import SegmentationTask
+        from ssnas.tasks.segmentation import SegmentationTask
 
         start = time.time()
         task = SegmentationTask(job.cfg)

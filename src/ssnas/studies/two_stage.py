@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 
-from ssnas.engine.checkpoint import load_model
+from ssnas.tasks.segmentation import load_model
 from ssnas.errors import UserError
 from ssnas.space.profile import forward_flops
 from ssnas.studies.common import (decoded_cost, derive, human, markdown_table, mean_std, pct, pct_pm,

@@ -1,25 +1,20 @@
-"""What the engine trains: a *task* couples a search space with its data and its metric.
-
-The engine (``trainer.py``) is the same for every task; the segmentation supernet and the DARTS
-classification network differ only here. A task provides:
-
-- ``build_model()`` — an ``nn.Module`` with ``arch_parameters()``, ``weight_parameters()``,
-  ``arch_distributions()``, ``freeze_architecture()``, ``arch_frozen``;
-- ``build_streams(rank, world)`` — ``{"a": BatchStream, "b": BatchStream, "finetune": BatchStream}``
-  of dict batches with ``"image"`` and ``"label"`` (``"b"`` may be None when there is no search phase);
-- ``loss(logits, batch)`` — the training criterion;
-- ``evaluate(model, rank, world)`` — a dict with ``"score"`` (higher is better) and task metrics;
-- ``describe()`` — JSON-able facts stored in checkpoints (e.g. the class table).
+"""The paper's task (``task: segmentation``): a registered search space (``model.space``, the grid by default)
+on a segmentation dataset (``data.format``), scored by mIoU. Also the one place that rebuilds a supernet
+from a checkpoint (:func:`load_model`). The contract is :class:`ssnas.tasks.Task`.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from ssnas.engine import distributed
+from ssnas.engine.checkpoint import check_fields, load_checkpoint
 from ssnas.engine.streams import BatchStream, collate, split_indices
 from ssnas.errors import UserError
+from ssnas.tasks import TaskBase, register_task
 
 
 def cross_entropy(logits: torch.Tensor, label: torch.Tensor, ignore_index: int, reduction: str = "mean"):
@@ -31,11 +26,12 @@ def cross_entropy(logits: torch.Tensor, label: torch.Tensor, ignore_index: int, 
     return F.cross_entropy(logits, label, ignore_index=ignore_index, reduction=reduction)
 
 
-class SegmentationTask:
+@register_task("segmentation")
+class SegmentationTask(TaskBase):
     """The paper's task: a supernet (§3.1) on a segmentation dataset (Cityscapes or a folder dataset)."""
 
     def __init__(self, cfg):
-        self.cfg = cfg
+        super().__init__(cfg)
         self._datasets = {}
         self.classes = None
         self._augment = None
@@ -43,7 +39,6 @@ class SegmentationTask:
     # ------------------------------------------------------------------ data
     def _prepare_data(self) -> None:
         d = self.cfg.data
-        from pathlib import Path
         if d.make_demo and d.root and not Path(d.root).exists():  # a dataset already there is used as it is
             from ssnas.data.demo import make_demo_dataset
             from ssnas.data.demo_presets import PRESETS
@@ -99,14 +94,23 @@ class SegmentationTask:
         return {"a": a, "b": b, "finetune": finetune}
 
     # ------------------------------------------------------------------ model
-    def build_model(self):
-        from ssnas.engine.checkpoint import load_checkpoint
-        from ssnas.space.variants import create_model
+    def _create(self, num_classes: int):
+        from ssnas.space.base import create_model
 
         m = self.cfg.model
         overrides = {k: getattr(m, k) for k in ("layers", "filters", "expansion", "sampling", "kernel_sizes",
                                                 "mixture", "head_channels", "squeeze_excite", "shared_kernels")}
-        model = create_model(m.variant, num_classes=self.num_classes(), **overrides)
+        return create_model(m.variant, space=m.space, num_classes=num_classes, **overrides, **m.options)
+
+    def check(self) -> None:
+        """The space's own keys (``model.options``) are checked by its builder: build it on the meta device
+        (no memory, no data) before the run folder exists."""
+        with torch.device("meta"):
+            self._create(num_classes=2)
+
+    def build_model(self):
+        m = self.cfg.model
+        model = self._create(self.num_classes())
         if m.init_checkpoint:
             payload = load_checkpoint(m.init_checkpoint)
             _load_into(model, payload["model"], m.init_checkpoint, arch_only=False)
@@ -117,6 +121,9 @@ class SegmentationTask:
             model.discretize(edges_per_cell=m.discretize_edges, ops=m.discretize_ops)
         if m.prune_edges > 0:
             model.prune_edges(m.prune_edges)
+        if self.cfg.cost.budget is not None:   # greedy discretization to a cost budget (export/budget.py)
+            from ssnas.export.budget import apply_budget
+            apply_budget(model, self.cfg)
         return model
 
     def augment(self, batch: dict, device) -> dict:
@@ -157,6 +164,11 @@ class SegmentationTask:
                      ignore_index=self.cfg.data.ignore_index, **kwargs)
         return {"score": r["miou"], **r}
 
+    def space_record(self, model) -> dict:
+        """The checkpoint's ``space``: the space's hyperparameters and its registered name (what
+        ``checkpoint.model_from_checkpoint`` rebuilds the supernet from)."""
+        return {**model.cfg.to_dict(), "search_space": model.space_name}
+
     def describe(self) -> dict:
         c = self.dataset("val").classes
         return {"classes": {"names": list(c.names), "colors": [list(map(int, col)) for col in c.colors],
@@ -164,14 +176,15 @@ class SegmentationTask:
 
 
 def _load_into(model, state: dict, source: str, arch_only: bool) -> None:
-    """Copy a checkpoint's weights and/or architecture (alpha, beta, masks) into ``model``."""
-    keys = ("alpha", "beta", "edge_mask", "op_mask")
+    """Copy a checkpoint's weights and/or architecture (``arch_state_keys()``: α, β, masks) into ``model``."""
+    keys = model.arch_state_keys()
     if arch_only:
         own = model.state_dict()
         for k in keys:
             if k not in state or state[k].shape != own[k].shape:
-                raise UserError(f"{source}: its architecture ({k}) does not fit model {model.cfg.layers} layers x "
-                                f"{len(model.cfg.kernel_sizes)} kernels, expected the same search space")
+                found = tuple(state[k].shape) if k in state else "missing"
+                raise UserError(f"{source}: its architecture ({k}: {found}) does not fit this model's "
+                                f"({tuple(own[k].shape)}), expected the same search space and size")
         with torch.no_grad():
             for k in keys:
                 own[k].copy_(state[k])
@@ -181,3 +194,47 @@ def _load_into(model, state: dict, source: str, arch_only: bool) -> None:
     except RuntimeError as exc:
         raise UserError(f"{source}: weights do not fit this model ({str(exc).splitlines()[0][:160]})") from None
     model.unfreeze_architecture()  # the protocol of this run decides when the architecture is frozen
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu"):
+    """(supernet with the checkpoint's weights and architecture, the checkpoint dict)."""
+    payload = load_checkpoint(path, map_location, require=("model", "space"))
+    return model_from_checkpoint(payload, path).to(map_location), payload
+
+
+def model_from_checkpoint(payload: dict, path: str | Path):
+    """The supernet a loaded checkpoint describes (its ``space`` record names the registered search space,
+    ``search_space``; none: the grid), with its weights and architecture.
+
+    The stored record is checked against the stored tensors (the space's ``check_checkpoint``, then the
+    shapes of a copy built on the meta device: no memory) before the model is built: a crafted ``space``
+    asking for a million layers is refused, not built until killed."""
+    from ssnas.space.base import DEFAULT_SPACE, SPACES, create_model
+
+    check_fields(payload, path, require=("model", "space"))
+    space, state = dict(payload["space"]), payload["model"]
+    name = space.pop("search_space", DEFAULT_SPACE)
+    if name not in SPACES:
+        raise UserError(f"{path}: written by a search space {name!r} this ssnas does not have, expected one of "
+                        f"{', '.join(SPACES.names())}")
+    check = SPACES.entry(name).meta.get("check_checkpoint")
+    if check is not None:
+        check(space, state, path)
+    try:
+        with torch.device("meta"):
+            probe = create_model(space, space=name)
+    except UserError as exc:
+        raise UserError(f"{path}: stored space: {exc}") from None
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != stored:
+        diff = sorted(set(expected.items()) ^ set(stored.items()))[0]
+        raise UserError(f"{path}: weights do not fit the stored space (first difference: {diff[0]} "
+                        f"{'expected ' + str(expected.get(diff[0])) if diff[0] in expected else 'unexpected'}, "
+                        f"stored {stored.get(diff[0], 'missing')})")
+    model = create_model(space, space=name)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not fit the stored space ({str(exc).splitlines()[0][:160]})") from None
+    return model

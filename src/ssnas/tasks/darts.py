@@ -17,7 +17,10 @@ from torch.utils.data import DataLoader, Subset
 
 from ssnas.darts.genotypes import NONE_OP
 from ssnas.darts.model_search import DartsSearchNetwork, dots_temperature
+from ssnas.engine import distributed
+from ssnas.engine.hooks import Hook
 from ssnas.engine.streams import BatchStream, collate, split_indices
+from ssnas.tasks import TaskBase, register_task
 
 PARAMETER_FREE_OPS = ("skip_connect", "max_pool_3x3", "avg_pool_3x3", "noise", NONE_OP)
 
@@ -45,11 +48,12 @@ def count_ops(genes, ops=PARAMETER_FREE_OPS) -> int:
     return sum(1 for op, _ in genes if op in ops)
 
 
-class DartsTask:
-    """The engine task for ``task: darts`` (see :mod:`ssnas.engine.task` for the interface)."""
+@register_task("darts")
+class DartsTask(TaskBase):
+    """The engine task for ``task: darts`` (the contract: :class:`ssnas.tasks.Task`)."""
 
     def __init__(self, cfg):
-        self.cfg = cfg
+        super().__init__(cfg)
         self._datasets = {}
         self.model = None
 
@@ -94,8 +98,6 @@ class DartsTask:
 
     def evaluate(self, model, rank: int = 0, world: int = 1) -> dict:
         """Top-1 accuracy on the test split (at most ``eval.max_images`` images)."""
-        from ssnas.engine import distributed
-
         ds = self.dataset("test")
         n = len(ds) if self.cfg.eval.max_images is None else min(len(ds), self.cfg.eval.max_images)
         loader = DataLoader(Subset(ds, list(range(rank, n, world))), batch_size=self.cfg.darts.batch_size,
@@ -115,6 +117,10 @@ class DartsTask:
         acc = correct / max(1, total)
         return {"score": acc, "accuracy": acc}
 
+    def space_record(self, model) -> dict:
+        """The checkpoint's ``space``: what the DARTS network was built with (``DartsSpec``)."""
+        return model.cfg.to_dict()
+
     def describe(self) -> dict:
         """The current genotype (DARTS's or DOTS's rule) and its parameter-free op counts per cell."""
         if self.model is None:
@@ -125,18 +131,30 @@ class DartsTask:
                 "skip_connections": {c: count_ops(genotype[c], ("skip_connect",)) for c in ("normal", "reduce")}}
 
     def hooks(self) -> list:
-        hooks = [log_genotype]
+        hooks = [GenotypeLogger()] + super().hooks()   # + Hessian tracking (run.hessian_every)
         if self.cfg.darts.topology == "dots":
             hooks.insert(0, DotsAnnealing())
         return hooks
 
+    def hessian_settings(self):
+        """RobustDARTS's: ``darts.hessian_batch`` images, ``darts.hessian_method``, DARTS-ES when
+        ``darts.early_stop``."""
+        from ssnas.engine.tracking import EarlyStopRule, HessianSettings
+        g = self.cfg.darts
+        rule = (EarlyStopRule(g.early_stop_factor, g.early_stop_window, g.early_stop_delta, g.early_stop_start)
+                if g.early_stop else None)
+        return HessianSettings(self.cfg.run.hessian_every, g.hessian_batch, g.hessian_method,
+                               self.cfg.arch_optim.weight_decay, rule)
 
-def log_genotype(trainer, epoch: int, record: dict) -> dict:
+
+class GenotypeLogger(Hook):
     """Every epoch's genotype in metrics.jsonl (DARTS-ES keeps an earlier epoch's architecture)."""
-    return trainer.task.describe()
+
+    def epoch_end(self, trainer, epoch: int, record: dict) -> dict:
+        return trainer.task.describe()
 
 
-class DotsAnnealing:
+class DotsAnnealing(Hook):
     """DOTS's temperature for each search epoch: T = 10·(0.02/10)^progress, progress 0 at the first search
     epoch and 1 at the last (``dots_temperature``); set at the start of the epoch, logged at its end."""
 
@@ -148,5 +166,5 @@ class DotsAnnealing:
         first, last = phases.warmup_end, phases.search_end - 1
         return dots_temperature((epoch - first) / max(1, last - first))
 
-    def __call__(self, trainer, epoch: int, record: dict) -> dict:
+    def epoch_end(self, trainer, epoch: int, record: dict) -> dict:
         return {"dots_temperature": trainer.model.temperature}

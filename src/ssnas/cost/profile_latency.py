@@ -1,0 +1,42 @@
+"""`ssnas profile --latency`: measure a latency table (``cost/latency.py``) and write it as JSON."""
+from __future__ import annotations
+
+import torch
+
+from ssnas.errors import UserError
+
+
+def run_latency(args) -> int:
+    from ssnas.cli.profile import parse_size
+    from ssnas.cost.latency import measure_table
+    from ssnas.outputs import check_output_file
+
+    if not args.out:
+        raise UserError("--out: missing, expected the path of the latency table to write (e.g. latency-cpu.json)")
+    device = "cpu" if args.device == "meta" else args.device
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise UserError(f"--device {args.device}: latency is timed on cpu or cuda, expected one of them")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: no CUDA device here, expected cpu")
+    if args.onnxruntime and torch.device(device).type != "cpu":
+        raise UserError("--onnxruntime: times on the CPU execution provider, expected --device cpu")
+    if args.threads < 1 or args.rounds < 1:
+        raise UserError(f"--threads {args.threads} / --rounds {args.rounds}: expected positive integers")
+    size = parse_size(args.input_size)
+    out = check_output_file(args.out, "--out", args.overwrite)
+    if args.checkpoint:
+        from ssnas.tasks.segmentation import load_model
+        model, _ = load_model(args.checkpoint)
+    else:
+        from ssnas.space import create_model
+        if args.num_classes <= 0:
+            raise UserError(f"--num-classes {args.num_classes}: expected a positive integer")
+        model = create_model(args.variant, num_classes=args.num_classes)
+    runtime = "onnxruntime" if args.onnxruntime else "torch"
+    table = measure_table(model.eval(), size, device, args.threads, runtime, args.rounds,
+                          progress=lambda m: print(f"[profile] {m}", flush=True))
+    table.save(out)
+    print(f"latency table ({runtime}, {device}, {args.threads} thread(s), input {size[0]}x{size[1]}): head "
+          f"{table.head:.3f} ms, stem {sum(table.stem):.3f} ms; wrote {out} (use: cost.metric: latency, "
+          f"cost.table: {out})")
+    return 0

@@ -1,0 +1,344 @@
+"""The Auto-DeepLab supernet (Liu et al., CVPR 2019, §3.2): a trellis of L layers over strides 4, 8, 16, 32.
+
+Nodes: the stem gives layer 0 at stride 4; layer l ≥ 1 has levels 0 … min(l, 3) (stride 4·2^i), as in
+Auto-DeepLab's Fig. 1 (the network can at most halve the resolution once per layer). Block width at level i
+is C_i = F·2^i, a node's output B·C_i.
+
+Auto-DeepLab Eq. 6: a node is the β̂-weighted sum of one cell per incoming transition,
+    ^sH^l = β̂_{s/2→s} Cell(^{s/2}H^{l-1}, ^sH^{l-2}; α) + β̂_{s→s} Cell(^sH^{l-1}, ^sH^{l-2}; α)
+          + β̂_{2s→s} Cell(^{2s}H^{l-1}, ^sH^{l-2}; α),
+each cell with its own weights and the one α of the network. Eq. 7 normalizes β over each node's
+*outgoing* transitions (β_{s→s/2} + β_{s→s} + β_{s→2s} = 1): ``beta_normalization: outgoing`` (default).
+``incoming`` normalizes over the transitions into a node instead (what ssnas's grid, Eq. 2 of the
+single-stage paper, and one public port do). Where ^sH^{l-2} does not exist (early layers), the finest
+existing node of layer l-2 takes its place (the stem's stride-2 output for l = 1), resampled.
+
+β is stored like the grid's: (L, 4, 3), row (l, i) = the transitions into node (l+1, i) from levels i-1, i,
+i+1 (strides s/2, s, 2s). α: (edges, 8), one row per cell edge (``cell_edges``). Discretization is by masks,
+as in the grid: masked choices get weight exactly 0 and the softmax renormalizes over the rest.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ssnas.arch import arch_entropies
+from ssnas.space.autodeeplab.cell import INPUTS_PER_BLOCK, PRIMITIVES, SearchCell, cell_edges
+from ssnas.space.autodeeplab.heads import SearchASPP, Stem, upsample_to
+from ssnas.space.base import ArchitectureMixin
+
+LEVELS = 4
+OUTPUT_STRIDE = 32                 # coarsest level; inputs are padded to a multiple of it
+EDGE_OFFSETS = (-1, 0, 1)          # β's last axis: from level i-1 (stride s/2), i (s), i+1 (2s)
+ARCH_INIT_STD = 1e-3               # DARTS / Auto-DeepLab initialize architecture logits near zero
+NORMALIZATIONS = ("outgoing", "incoming")
+
+
+@dataclass
+class AutoDeepLabConfig:
+    """Hyperparameters of the Auto-DeepLab supernet (its search: L = 12, B = 5, F = 8)."""
+    layers: int = 12
+    filters: int = 8                        # F: block width at stride 4 (C_i = F·2^i)
+    blocks: int = 5                         # B
+    stem_channels: int = 64                 # the stem's widths: 64, 64, 128
+    aspp_rate_base: int = 96                # the search ASPP's atrous rate at stride s: 96 / s
+    beta_normalization: str = "outgoing"    # Auto-DeepLab Eq. 7
+    primitives: tuple = field(default=PRIMITIVES)
+    num_classes: int = 19
+    in_channels: int = 3
+
+    def widths(self) -> list[int]:
+        return [self.filters * 2 ** i for i in range(LEVELS)]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["primitives"] = list(self.primitives)
+        return d
+
+
+def levels_at(layer: int) -> range:
+    """Levels present at ``layer`` (0 = the stem's stride-4 output)."""
+    return range(min(layer, LEVELS - 1) + 1)
+
+
+def transitions(layers: int) -> list:
+    """[t][i][j] (plain bools): transition (t, i, j) into node (t+1, i) from node (t, i + EDGE_OFFSETS[j]) exists.
+    Plain Python, so that a model can be built under ``torch.device("meta")``."""
+    return [[[i in levels_at(t + 1) and (i + off) in levels_at(t) for off in EDGE_OFFSETS] for i in range(LEVELS)]
+            for t in range(layers)]
+
+
+def outgoing_index(layers: int) -> tuple[list, list]:
+    """β in source-major order: ``index`` [t][k][m] into the flat destination-major β, and its validity.
+    Row (t, k) lists the transitions out of node (t, k) to levels k-1, k, k+1; the one to level k + d is
+    stored at destination (t, k + d), slot of offset -d."""
+    valid_dst = transitions(layers)
+    index = [[[0] * 3 for _ in range(LEVELS)] for _ in range(layers)]
+    valid = [[[False] * 3 for _ in range(LEVELS)] for _ in range(layers)]
+    for t in range(layers):
+        for k in range(LEVELS):
+            for m, d in enumerate(EDGE_OFFSETS):
+                i, j = k + d, EDGE_OFFSETS.index(-d)
+                if 0 <= i < LEVELS and valid_dst[t][i][j]:
+                    index[t][k][m] = (t * LEVELS + i) * 3 + j
+                    valid[t][k][m] = True
+    return index, valid
+
+
+def node_channels(cfg: AutoDeepLabConfig, layer: int, level: int) -> int:
+    """Output channels of node (layer, level); layer 0 is the stem's stride-4 output, -1 its stride-2 one."""
+    if layer == -1:
+        return cfg.stem_channels
+    if layer == 0:
+        return 2 * cfg.stem_channels
+    return cfg.blocks * cfg.widths()[level]
+
+
+def prev_prev_level(layer: int, level: int) -> int:
+    """The level of H^{l-2} used by node (layer, level): the same level, or the finest existing one."""
+    return min(level, max(levels_at(max(layer - 2, 0))))
+
+
+def aspp_rate(cfg: AutoDeepLabConfig, level: int) -> int:
+    return max(1, cfg.aspp_rate_base // (4 * 2 ** level))
+
+
+def safe_masked_softmax(logits: Tensor, valid: Tensor) -> Tensor:
+    """Softmax over the valid entries of each row; 0 elsewhere, and rows without a valid entry are all 0 with a
+    finite (zero) gradient. (A decoded cell drops whole edges, and a source node can lose every outgoing
+    transition: ``ssnas.arch.masked_softmax`` would give such rows a NaN gradient.)"""
+    any_valid = valid.any(-1, keepdim=True)
+    lse = torch.logsumexp(logits.masked_fill(~valid, float("-inf")), -1, keepdim=True)
+    lse = torch.where(any_valid, lse, torch.zeros_like(lse))
+    return torch.where(valid, torch.exp(logits.masked_fill(~valid, 0.0) - lse), torch.zeros_like(logits))
+
+
+class AutoDeepLab(ArchitectureMixin, nn.Module):
+    """The supernet: stem → trellis of cells (Eq. 6) → one ASPP per level of the last layer, summed."""
+
+    space_name = "autodeeplab"
+
+    def __init__(self, cfg: AutoDeepLabConfig):
+        super().__init__()
+        if cfg.layers < LEVELS - 1:
+            raise ValueError(f"layers={cfg.layers}: the last layer needs all {LEVELS} levels, so layers >= 3")
+        self.cfg = cfg
+        w = cfg.widths()
+        B = cfg.blocks
+        self.stem = Stem(cfg.in_channels, cfg.stem_channels)
+        valid = transitions(cfg.layers)
+        self.cells = nn.ModuleList()
+        for t in range(cfg.layers):
+            layer = nn.ModuleList()
+            for i in range(LEVELS):
+                slots = nn.ModuleDict()
+                if i in levels_at(t + 1):
+                    c_pp = node_channels(cfg, t - 1, prev_prev_level(t + 1, i))
+                    for j, off in enumerate(EDGE_OFFSETS):
+                        if valid[t][i][j]:
+                            slots[str(j)] = SearchCell(c_pp, node_channels(cfg, t, i + off), w[i], B, cfg.primitives)
+                layer.append(slots)
+            self.cells.append(layer)
+        self.heads = nn.ModuleList(SearchASPP(B * w[i], aspp_rate(cfg, i), cfg.num_classes)
+                                   for i in range(LEVELS))
+        n_edges, n_ops = len(cell_edges(B)), len(cfg.primitives)
+        self.alpha = nn.Parameter(ARCH_INIT_STD * torch.randn(n_edges, n_ops))
+        self.beta = nn.Parameter(ARCH_INIT_STD * torch.randn(cfg.layers, LEVELS, len(EDGE_OFFSETS)))
+        self.register_buffer("edge_mask", torch.tensor(valid, dtype=torch.bool))
+        self.register_buffer("op_mask", torch.ones(n_edges, n_ops, dtype=torch.bool))
+        self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
+        index, out_valid = outgoing_index(cfg.layers)
+        self.register_buffer("_out_index", torch.tensor(index), persistent=False)
+        self.register_buffer("_out_valid", torch.tensor(out_valid, dtype=torch.bool), persistent=False)
+        groups = valid if cfg.beta_normalization == "incoming" else out_valid
+        rows = [n for n, row in enumerate(r for layer in groups for r in layer) if sum(row) >= 2]   # 2-3 to weigh
+        self.register_buffer("_beta_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
+
+    # ----------------------------------------------------------------- architecture parameters
+    def alpha_hat(self) -> Tensor:
+        """Softmax of α over each cell edge's operations (Auto-DeepLab Eq. 2), masked."""
+        return safe_masked_softmax(self.alpha, self.op_mask)
+
+    def _beta_groups(self) -> tuple[Tensor, Tensor]:
+        """β's logits and mask arranged so that each row is one normalization group."""
+        if self.cfg.beta_normalization == "incoming":
+            return self.beta, self.edge_mask
+        flat, mask = self.beta.reshape(-1), self.edge_mask.reshape(-1)
+        return flat[self._out_index], mask[self._out_index] & self._out_valid
+
+    def beta_hat(self) -> Tensor:
+        """β̂ (L, 4, 3) in the destination-major layout, normalized per Eq. 7 (or per node's inputs)."""
+        logits, mask = self._beta_groups()
+        probs = safe_masked_softmax(logits, mask)
+        if self.cfg.beta_normalization == "incoming":
+            return probs
+        # back to destination-major: each kept transition appears once in the source-major layout; the
+        # invalid slots (index 0, probability exactly 0) add 0 (no boolean indexing: runs on ``meta`` too)
+        out = torch.zeros(self.beta.numel(), dtype=probs.dtype, device=probs.device)
+        out = out.scatter_add(0, self._out_index.reshape(-1), probs.reshape(-1))
+        return out.reshape(self.beta.shape) * self.edge_mask
+
+    def arch_distributions(self) -> dict:
+        """One row per decision: a cell edge's operations (α), a node's outgoing (or incoming) transitions (β),
+        for the nodes with 2 or 3 of them (not the levels a layer does not reach, nor a node with a single
+        transition): rows without a choice would count as entropy 0 in the means."""
+        logits, mask = self._beta_groups()
+        probs = safe_masked_softmax(logits, mask)
+        k = probs.shape[-1]
+        return {"alpha": (self.alpha_hat(), self.op_mask),
+                "beta": (probs.reshape(-1, k).index_select(0, self._beta_rows),
+                         mask.reshape(-1, k).index_select(0, self._beta_rows))}
+
+
+    # ----------------------------------------------------------------- discretization
+    def discretize(self, edges_per_cell: int | None = 1, ops: bool = True) -> None:
+        """Keep the top ``edges_per_cell`` incoming transitions of every node by β̂ (None: all) and, if ``ops``,
+        decode the cell as Auto-DeepLab / DARTS do: each block keeps its 2 inputs whose strongest operation
+        other than ``none`` has the largest α̂, with that operation; every other edge is dropped."""
+        with torch.no_grad():
+            if edges_per_cell is not None:
+                if edges_per_cell < 1:
+                    raise ValueError("edges_per_cell must be >= 1")
+                scores = self.beta_hat().masked_fill(~self.edge_mask, -1.0)
+                top = scores.topk(min(edges_per_cell, len(EDGE_OFFSETS)), dim=-1).indices
+                self.edge_mask &= torch.zeros_like(self.edge_mask).scatter_(-1, top, True)
+            if ops:
+                keep = torch.zeros_like(self.op_mask)
+                edges = cell_edges(self.cfg.blocks)
+                for b, block in enumerate(self.genotype()):
+                    for j, name in block:
+                        keep[edges.index((b, j)), self.cfg.primitives.index(name)] = True
+                self.op_mask &= keep
+
+    def prune_edges(self, fraction: float) -> int:
+        """Drop the ``fraction`` of currently kept transitions with the weakest β̂ (§4.2 of the single-stage
+        paper), never a node's last incoming one. Returns the number dropped."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        with torch.no_grad():
+            mask = self.edge_mask.clone().reshape(-1)
+            target = int(round(fraction * int(mask.sum())))
+            scores = self.beta_hat().reshape(-1)
+            kept = torch.nonzero(mask).squeeze(1)
+            per_node = self.edge_mask.sum(-1).reshape(-1)
+            dropped = 0
+            for idx in kept[torch.argsort(scores[kept], stable=True)].tolist():
+                if dropped >= target:
+                    break
+                node = idx // len(EDGE_OFFSETS)
+                if per_node[node] > 1:
+                    mask[idx] = False
+                    per_node[node] -= 1
+                    dropped += 1
+            self.edge_mask.copy_(mask.reshape(self.edge_mask.shape))
+        return dropped
+
+    def num_edges(self) -> int:
+        return int(self.edge_mask.sum())
+
+    # ----------------------------------------------------------------- deployment, cost, description
+    def arch_state_keys(self) -> tuple[str, ...]:
+        """What ``model.architecture_from`` copies: the architecture and its masks."""
+        return ("alpha", "beta", "edge_mask", "op_mask")
+
+    def fuse(self, **options) -> nn.Module:
+        """The fused network (same eval-mode logits, BN folded, α/β gone): ``space.autodeeplab.fuse``."""
+        from ssnas.space.autodeeplab.fuse import fuse
+        if options:
+            raise TypeError(f"the autodeeplab space's fuse() takes no options, got {sorted(options)}")
+        return fuse(self)
+
+    def cost_groups(self) -> dict[str, str]:
+        """Module name → component, for ``profile``: the modules that are called (each cell, each head)."""
+        groups = {"stem": "stem"}
+        for t, layer in enumerate(self.cells):
+            for i, slots in enumerate(layer):
+                groups.update({f"cells.{t}.{i}.{key}": "cells" for key in slots})
+        groups.update({f"heads.{i}": "head" for i in range(len(self.heads))})
+        return groups
+
+    def genotype(self) -> list[list[tuple[int, str]]]:
+        """The decoded cell (Auto-DeepLab §3.3): per block, its 2 strongest inputs with their strongest op
+        other than ``none``, from α̂ (the masks as they are; ``discretize`` applies the same rule)."""
+        a = self.alpha_hat().detach().masked_fill(~self.op_mask, -1.0)
+        prims = self.cfg.primitives
+        if "none" in prims:
+            a[:, prims.index("none")] = -1.0
+        best, best_op = a.max(-1)
+        edges = cell_edges(self.cfg.blocks)
+        cell = []
+        for b in range(self.cfg.blocks):
+            rows = sorted((e for e, (blk, _) in enumerate(edges) if blk == b and best[e] >= 0),
+                          key=lambda e: -float(best[e]))[:INPUTS_PER_BLOCK]
+            cell.append([(edges[e][1], prims[int(best_op[e])]) for e in rows])
+        return cell
+
+    def strongest_path(self) -> list[int]:
+        """Auto-DeepLab's network-level decoding (§3.3, Viterbi): the levels of layers 1 … L along the path
+        from the stem with the largest product of β̂."""
+        b_hat = self.beta_hat().detach().double()
+        score = {0: 0.0}                              # best log-product reaching (layer, level)
+        back = []
+        for t in range(self.cfg.layers):
+            new, ptr = {}, {}
+            for i in levels_at(t + 1):
+                for j, off in enumerate(EDGE_OFFSETS):
+                    src = i + off
+                    w = float(b_hat[t, i, j])
+                    if src in score and w > 0:
+                        s = score[src] + math.log(w)
+                        if i not in new or s > new[i]:
+                            new[i], ptr[i] = s, src
+            score = new
+            back.append(ptr)
+        level = max(score, key=score.get)
+        path = [level]
+        for ptr in reversed(back[1:]):
+            level = ptr[level]
+            path.append(level)
+        return path[::-1]
+
+    def describe_architecture(self) -> dict:
+        """architecture.json: α̂ per cell edge, β̂ per transition, the decoded cell and network path."""
+        return {
+            "format": "ssnas-architecture", "version": 1, "space": self.space_name,
+            "primitives": list(self.cfg.primitives),
+            "cell_edges": [list(e) for e in cell_edges(self.cfg.blocks)],
+            "alpha_hat": self.alpha_hat().detach().cpu().tolist(),
+            "beta_hat": self.beta_hat().detach().cpu().tolist(),
+            "beta_normalization": self.cfg.beta_normalization,
+            "genotype": [[list(op) for op in block] for block in self.genotype()],
+            "strongest_path": self.strongest_path(),
+            "entropy": arch_entropies(self),
+        }
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % OUTPUT_STRIDE, (-w) % OUTPUT_STRIDE
+        if ph or pw:   # pad to a multiple of the coarsest stride, crop the logits back
+            x = nn.functional.pad(x, (0, pw, 0, ph))
+        a_hat, b_hat = self.alpha_hat(), self.beta_hat()   # once per forward
+        H, W = x.shape[-2:]
+        s2, s4 = self.stem(x)
+        nodes = [[s2], [s4]]                                # nodes[t + 1][i]: node (t, i); t = -1 is the stem's s2
+        for t, layer in enumerate(self.cells):
+            out = []
+            for i in levels_at(t + 1):
+                size = (H // (4 * 2 ** i), W // (4 * 2 ** i))
+                s0 = nodes[t][prev_prev_level(t + 1, i)]
+                node = None
+                for key, cell in layer[i].items():
+                    j = int(key)
+                    y = cell(s0, nodes[t + 1][i + EDGE_OFFSETS[j]], size, a_hat) * b_hat[t, i, j]   # Eq. 6
+                    node = y if node is None else node + y
+                out.append(node)
+            nodes.append(out)
+        logits = None
+        for head, feat in zip(self.heads, nodes[-1]):
+            y = upsample_to(head(feat), (H, W))
+            logits = y if logits is None else logits + y
+        return logits[..., :h, :w] if (ph or pw) else logits

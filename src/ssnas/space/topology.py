@@ -1,0 +1,28 @@
+"""The grid's topology, named once: its levels (strides) and the kinds of edge that enter a cell (§3.1).
+
+Level i ∈ {0 .. LEVELS-1} has stride ``STEM_STRIDE · 2^i`` (4, 8, 16, 32). A cell at level i receives an edge
+from level i-1 (stride s/2: ``DOWN``, downsampled), from level i (``SAME``) and from level i+1 (stride 2s:
+``UP``, upsampled), in that order along β's last axis (``EDGE_OFFSETS``). Every other module reads these
+names instead of a bare 3 or 4.
+"""
+from __future__ import annotations
+
+LEVELS = 4                             # stride 4, 8, 16, 32
+STEM_STRIDE = 4                        # the stride of level 0 (the stem's output)
+OUTPUT_STRIDE = STEM_STRIDE * 2 ** (LEVELS - 1)   # the coarsest stride: inputs are padded to a multiple of it
+
+EDGE_OFFSETS = (-1, 0, 1)              # source level - target level, per slot of β's last axis
+EDGE_NAMES = ("down", "same", "up")    # from stride s/2 (finer), s, 2s (coarser)
+DOWN, SAME, UP = range(len(EDGE_OFFSETS))
+EDGE_KINDS = len(EDGE_OFFSETS)         # 3 incoming edge slots per cell (2 valid at the border levels)
+
+
+def stride(level: int) -> int:
+    """The output stride of ``level``."""
+    return STEM_STRIDE * 2 ** level
+
+
+def edge_source(level: int, slot: int, levels: int = LEVELS) -> int | None:
+    """The level that edge ``slot`` of a cell at ``level`` comes from; None where it would leave the grid."""
+    src = level + EDGE_OFFSETS[slot]
+    return src if 0 <= src < levels else None
