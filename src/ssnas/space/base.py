@@ -137,6 +137,23 @@ class ArchitectureMixin:
 
 
 @runtime_checkable
+class CostAware(Protocol):
+    """A space that cost-aware search (``cost/``, docs/cost-aware.md) and budgets can use: a table of what
+    each candidate costs, the differentiable expectation of the fused network's cost under the architecture
+    distribution, and the exact cost of the network as currently masked. Optional: a space without these
+    methods searches and exports as usual, and ``cost.weight``/``cost.budget`` on it are a one-line error."""
+
+    def cost_table(self, metric: str, input_size) -> Any:
+        """The ``CostTable`` of ``metric`` (flops, params) per candidate, counted at ``input_size`` (H, W)."""
+
+    def expected_cost(self, tensors: dict) -> Tensor:
+        """E[cost] from ``CostTable.tensors()``, differentiable in the architecture parameters."""
+
+    def discrete_cost(self, table: Any) -> float:
+        """The exact cost, by ``table``, of the fused network of the model as currently masked."""
+
+
+@runtime_checkable
 class Fusable(Protocol):
     """A block that folds itself for deployment (timm's ``reparameterize``): ``fuse()`` returns a new module
     with the same eval-mode output (BatchNorm folded into the convolutions, fixed mixtures collapsed); the
