@@ -266,3 +266,26 @@ def test_cost_options_on_a_space_without_a_cost_model_fail_before_the_run_folder
     err = capsys.readouterr().err.strip()
     assert code == 2 and "model.space" in err and "\n" not in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_space_architecture_graph_is_drawn(name, tmp_path):
+    """Every space describes itself as a graph over (layer, level) that ``plot_architecture`` draws: its kept
+    edges are the model's, their weights are β̂ in [0, 1], and the strongest path moves along edges."""
+    from ssnas.engine.plots import plot_architecture
+
+    model = randomize(tiny(name, seed=5))
+    model.prune_edges(0.3)
+    g = model.architecture_graph()
+    L, levels = g["layers"], len(g["levels"])
+    assert sum(e[5] for e in g["edges"]) == model.num_edges()
+    for x0, y0, x1, y1, w, kept in g["edges"]:
+        assert 0 <= x0 < x1 <= L and 0 <= y0 < levels and 0 <= y1 < levels and 0.0 <= w <= 1.0 + 1e-6
+        assert kept or w == 0.0
+    if g.get("ops"):
+        assert len(g["ops"]) == L * levels and all(len(w) == len(g["op_labels"]) for *_, w in g["ops"])
+    links = {(x0, y0, x1, y1) for x0, y0, x1, y1, *_ in g["edges"]}
+    for (x0, y0), (x1, y1) in zip(g.get("path", []), g.get("path", [])[1:]):
+        assert (x0, y0, x1, y1) in links
+    out = plot_architecture(g, tmp_path / "a.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

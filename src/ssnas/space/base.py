@@ -96,6 +96,13 @@ class SearchSpace(Protocol):
     def describe_architecture(self) -> dict:
         """The searched architecture as JSON-able data (``architecture.json``)."""
 
+    def architecture_graph(self) -> dict:
+        """The architecture as a weighted graph over (layer, level) for the run's ``architecture.png``
+        (``engine/plots.py`` draws any space from it): ``layers``, ``levels`` (row labels, finest first),
+        ``edges`` [[from_layer, from_level, layer, level, weight, kept]] (layer 0 is the stem), optional
+        ``op_labels`` and ``ops`` [[layer, level, [weight per op label]]], ``path`` [[layer, level]] (the
+        strongest path) and ``text`` (lines printed under the plot)."""
+
     def forward(self, x: Tensor) -> Tensor: ...
 
 

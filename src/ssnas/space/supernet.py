@@ -185,6 +185,10 @@ class SuperNet(ArchitectureMixin, nn.Module):
         from ssnas.cost.grid import discrete_cost, kept_choices
         return discrete_cost(table, *kept_choices(self))
 
+    def architecture_graph(self) -> dict:
+        from ssnas.space.architecture import graph_grid
+        return graph_grid(self)
+
     def describe_architecture(self) -> dict:
         from ssnas.space.architecture import describe_grid
         return describe_grid(self)
