@@ -46,7 +46,8 @@ PIPELINES = (("plain", "", "two stage (decoded, retrained)", False),
 def _images(summary: dict, batch_size: int) -> int:
     """Images through the network: a batch per weight step, plus a batch per architecture step."""
     iters = summary["steps"] // max(1, summary["epochs"])
-    a, b = summary["phases"].get("search", (0, 0))
+    search = summary["phases"].get("search", (0, 0))
+    a, b = search[0], search[1]   # not ``a, b = …``: a PENDING summary must not end the planning pass here
     return (summary["steps"] + (b - a) * iters) * batch_size
 
 
