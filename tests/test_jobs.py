@@ -53,9 +53,22 @@ def _models(out):
     return _results(out)["models"]
 
 
-def test_parallel_equals_serial_and_the_store_replaces_the_run_folders(demo_root, tmp_path):
+def test_parallel_equals_serial_and_the_store_replaces_the_run_folders(demo_root, tmp_path, capsys):
+    from ssnas.studies import plan_study
+
     config = _config(tmp_path, demo_root, "two-stage", TWO_STAGE)
     runs = ["search-s0", "single-stage-s0", "retrain-s0", "search-entropy-s0", "retrain-entropy-s0"]
+    # --plan before anything ran: the first wave to run, the retrains waiting for its checkpoints; no files
+    cfg = load_config(str(config))
+    plan = plan_study("two-stage", cfg, tmp_path / "a", tmp_path / "sa")
+    assert plan["done"] == 0 and plan["seconds_per_epoch"] == []
+    assert sorted(j["name"] for j in plan["to_run"]) == ["search-entropy-s0", "search-s0", "single-stage-s0"]
+    assert {j["name"]: j["needs"] for j in plan["waiting"]} == {"retrain-s0": ["search-s0"],
+                                                                 "retrain-entropy-s0": ["search-entropy-s0"]}
+    assert main(["study", "two-stage", "--config", str(config), "--out", str(tmp_path / "a"), "--results",
+                 str(tmp_path / "sa"), "--plan", "--jobs", "2"]) == 0
+    assert "two-stage: 0 finished; 3 to run now, 2 waiting for their checkpoints" in capsys.readouterr().out
+    assert not (tmp_path / "a").exists() and not (tmp_path / "sa").exists()
     assert _study("two-stage", config, tmp_path / "a", tmp_path / "sa", jobs=1) == 0
     assert _study("two-stage", config, tmp_path / "b", tmp_path / "sb", jobs=2) == 0
     assert sorted(_results(tmp_path / "b")["runs"]["started"]) == sorted(runs)
@@ -71,6 +84,10 @@ def test_parallel_equals_serial_and_the_store_replaces_the_run_folders(demo_root
     r = _results(tmp_path / "c")
     assert r["runs"]["started"] == [] and sorted(r["runs"]["reused"]) == sorted(runs)
     assert r["models"] == _models(tmp_path / "a") and not (tmp_path / "c" / "runs").exists()
+    plan = plan_study("two-stage", cfg, tmp_path / "e", tmp_path / "sa")
+    assert plan["done"] == len(runs) and not plan["to_run"] and not plan["waiting"]
+    assert len(plan["seconds_per_epoch"]) == len(runs) and all(r > 0 for r in plan["seconds_per_epoch"])
+    assert not (tmp_path / "e").exists()   # a finished study's figures went to the plan's scratch folder
 
     # a sub-run missing from the store needs a checkpoint that only exists as a record: it is re-trained
     before = _numbers(tmp_path / "sa", "search-s0")

@@ -228,3 +228,64 @@ def test_registry_decorator_default_first_and_one_line_errors():
         reg.register("a", lambda: "other")
     with pytest.raises(UserError, match="^model.widget: 'c' is not a registered widget, expected one of b, a$"):
         reg.get("c")
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_space_cost_model_is_exact_or_refused_in_one_line(name):
+    """A ``CostAware`` space's E[cost] of a one-hot architecture is the FLOP counter's count of its fused
+    network; a space without a cost model is refused with a line naming ``model.space``."""
+    from ssnas.cost import cost_table, discrete_cost, expected_cost
+    from ssnas.errors import UserError
+    from ssnas.space.base import CostAware
+    from ssnas.space.profile import forward_flops
+
+    model = randomize(tiny(name, seed=4))
+    if not isinstance(model, CostAware):
+        with pytest.raises(UserError, match=f"^model.space: {name!r} has no cost model"):
+            cost_table(model, "flops", (SIZE, SIZE))
+        return
+    model.discretize(edges_per_cell=1, ops=True)
+    table = cost_table(model, "flops", (SIZE, SIZE))
+    with torch.no_grad():
+        e = float(expected_cost(model, table.tensors()))
+    counted = forward_flops(model.fuse().eval(), (SIZE, SIZE))
+    assert e == discrete_cost(model, table) == counted
+
+
+@pytest.mark.parametrize("sets", [["cost.weight=1", "cost.target=1G"], ["cost.budget=1G"]])
+def test_cost_options_on_a_space_without_a_cost_model_fail_before_the_run_folder(sets, demo_root, tmp_path,
+                                                                                    capsys):
+    from ssnas.cli import main
+    from ssnas.space.base import CostAware
+
+    names = [n for n in list_spaces() if not isinstance(tiny(n), CostAware)]
+    if not names:
+        pytest.skip("every registered space has a cost model")
+    code = main(["search", "--config", "smoke", "--out", str(tmp_path / "r"), "--set", f"data.root={demo_root}",
+                 "--set", f"model.space={names[0]}", *[a for s in sets for a in ("--set", s)]])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "model.space" in err and "\n" not in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_space_architecture_graph_is_drawn(name, tmp_path):
+    """Every space describes itself as a graph over (layer, level) that ``plot_architecture`` draws: its kept
+    edges are the model's, their weights are β̂ in [0, 1], and the strongest path moves along edges."""
+    from ssnas.engine.plots import plot_architecture
+
+    model = randomize(tiny(name, seed=5))
+    model.prune_edges(0.3)
+    g = model.architecture_graph()
+    L, levels = g["layers"], len(g["levels"])
+    assert sum(e[5] for e in g["edges"]) == model.num_edges()
+    for x0, y0, x1, y1, w, kept in g["edges"]:
+        assert 0 <= x0 < x1 <= L and 0 <= y0 < levels and 0 <= y1 < levels and 0.0 <= w <= 1.0 + 1e-6
+        assert kept or w == 0.0
+    if g.get("ops"):
+        assert len(g["ops"]) == L * levels and all(len(w) == len(g["op_labels"]) for *_, w in g["ops"])
+    links = {(x0, y0, x1, y1) for x0, y0, x1, y1, *_ in g["edges"]}
+    for (x0, y0), (x1, y1) in zip(g.get("path", []), g.get("path", [])[1:]):
+        assert (x0, y0, x1, y1) in links
+    out = plot_architecture(g, tmp_path / "a.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -72,6 +72,13 @@ def run(args) -> int:
     if doc.exists() and MARKER not in doc.read_text():
         raise UserError(f"{doc}: exists and was not written by `ssnas reproduce`; use another --doc")
     out, store = Path(args.out), Path(args.results or Path(DEFAULT_RESULTS) / args.scale)
+    if args.plan:
+        from ssnas.cli.study import print_plans
+        from ssnas.studies import default_jobs, plan_study
+        cfgs = {name: load_config(study_config(name, args.scale), args.overrides) for name in names}
+        print_plans([plan_study(name, cfgs[name], out / name, store / name) for name in names],
+                    args.jobs or default_jobs(cfgs[names[0]]))
+        return 0
     failed = []
     for name in names:
         cfg = load_config(study_config(name, args.scale), args.overrides)

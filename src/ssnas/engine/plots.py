@@ -10,7 +10,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from ssnas.engine.logger import read_metrics  # noqa: E402
-from ssnas.space.topology import EDGE_KINDS, edge_source, stride  # noqa: E402
 
 PHASE_COLORS = {"warmup": "#f2e6d9", "search": "#dde9f5", "finetune": "#e3f1e0"}
 
@@ -62,35 +61,41 @@ def plot_training(records: list, phases, path: Path) -> Path:
     return path
 
 
-def plot_supernet_architecture(model, path: Path) -> Path:
-    """β̂ on the grid of cells (edge width and label) and α̂ per cell (bars of the kernel weights)."""
-    beta = model.beta_hat().detach().cpu()
-    alpha = model.alpha_hat().detach().cpu()
-    layers, levels, _ = beta.shape
-    kernels = list(model.cfg.kernel_sizes)
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * layers + 2), 4.2))
-    for l in range(layers):
-        for i in range(levels):
-            for j in range(EDGE_KINDS):
-                src = edge_source(i, j, levels)
-                if src is None or not model.edge_mask[l, i, j]:
-                    continue
-                w = float(beta[l, i, j])
-                ax.plot([l, l + 1], [src, i], color="C0", lw=0.5 + 5 * w, alpha=0.25 + 0.75 * w, zorder=1)
-            # α̂ as tiny bars inside the cell marker
-            for k, a in enumerate(alpha[l, i].tolist()):
-                ax.add_patch(plt.Rectangle((l + 1 - 0.18 + 0.12 * k, i - 0.2), 0.1, 0.4 * a,
-                                           color=f"C{k + 1}", zorder=3))
-    ax.scatter([0] * levels, range(levels), s=60, color="gray", zorder=2)
-    for k, ks in enumerate(kernels):
-        ax.bar([0], [0], color=f"C{k + 1}", label=f"α̂ {ks}x{ks}")
-    ax.set_yticks(range(levels), [f"stride {stride(i)}" for i in range(levels)])
+def plot_architecture(graph: dict, path: Path) -> Path:
+    """Any space's ``architecture_graph()``: edge width ∝ its weight (β̂), bars of the operation weights (α̂)
+    inside each cell, the strongest path dashed, the space's text lines under the plot."""
+    layers, levels = graph["layers"], graph["levels"]
+    text = graph.get("text", [])
+    line = 0.2   # inches per text line under the plot
+    height = 4.2 + line * len(text)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * layers + 2), height))
+    for x0, y0, x1, y1, w, kept in graph["edges"]:
+        if kept and w > 0:
+            ax.plot([x0, x1], [y0, y1], color="C0", lw=0.5 + 5 * w, alpha=0.25 + 0.75 * w, zorder=1)
+    labels = graph.get("op_labels", [])
+    width = 0.36 / max(1, len(labels))
+    for x, y, weights in graph.get("ops", []):
+        for k, a in enumerate(weights):
+            ax.add_patch(plt.Rectangle((x - 0.18 + width * k, y - 0.2), 0.8 * width, 0.4 * max(a, 0.0),
+                                       color=f"C{k + 1}", zorder=3))
+    for k, label in enumerate(labels):
+        ax.bar([0], [0], color=f"C{k + 1}", label=f"α̂ {label}")
+    if graph.get("path"):
+        xs, ys = zip(*graph["path"])
+        ax.plot(xs, ys, color="C3", ls="--", lw=1.2, zorder=4, label="strongest path")
+    stem = sorted({y0 for x0, y0, *_ in graph["edges"] if x0 == 0})
+    ax.scatter([0] * len(stem), stem, s=60, color="gray", zorder=2)
+    ax.set_yticks(range(len(levels)), levels)
     ax.set_xticks(range(layers + 1), ["stem"] + [str(l + 1) for l in range(layers)])
-    ax.invert_yaxis()
+    ax.set_xlim(-0.5, layers + 0.5)
+    ax.set_ylim(len(levels) - 0.5, -0.5)
     ax.set_xlabel("layer")
-    ax.set_title("Searched architecture: edge width ∝ β̂, bars = α̂ per cell")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    ax.set_title("Searched architecture: edge width ∝ β̂" + (", bars = α̂ per cell" if labels else ""))
+    if labels or graph.get("path"):
+        ax.legend(fontsize=7, loc="lower right")
+    for n, words in enumerate(text):
+        fig.text(0.01, (0.08 + line * (len(text) - 1 - n)) / height, words, fontsize=7)
+    fig.tight_layout(rect=(0, (0.1 + line * len(text)) / height, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -104,7 +109,7 @@ def plot_run(run_dir, model, phases) -> dict:
         "entropy": str(plot_entropy(records, phases, run_dir.plots / "entropy.png")),
         "training": str(plot_training(records, phases, run_dir.plots / "training.png")),
     }
-    from ssnas.space.supernet import SuperNet
-    if isinstance(model, SuperNet):   # the grid's picture (β̂ on the grid, α̂ per cell)
-        out["architecture"] = str(plot_supernet_architecture(model, run_dir.plots / "architecture.png"))
+    from ssnas.space.base import SearchSpace
+    if isinstance(model, SearchSpace):   # any registered space draws itself through its graph
+        out["architecture"] = str(plot_architecture(model.architecture_graph(), run_dir.plots / "architecture.png"))
     return out

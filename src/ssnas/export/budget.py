@@ -74,7 +74,12 @@ def _moves(model, edge_on: np.ndarray, op_kept: np.ndarray):
 @torch.no_grad()
 def discretize_to_budget(model, table: CostTable, budget: float, key: str = "--budget") -> dict:
     """Mask ``model``'s edges and kernels by the rule (module docstring) until its fused network costs at
-    most ``budget`` by ``table``; returns {"cost", "cost_before", "steps": [{"drop", "where", "loss", "saved"}]}."""
+    most ``budget`` by ``table``; returns {"cost", "cost_before", "steps": [{"drop", "where", "loss", "saved"}]}.
+    The moves are the grid's (its edge and kernel masks); another cost-aware space needs its own rule."""
+    space = getattr(model, "space_name", None)
+    if space != "grid":
+        raise UserError(f"{key}: the budget rule drops the grid's edges and kernels, expected a grid supernet "
+                        f"(model.space: {space!r})")
     edge_on, op_kept = (t.numpy().copy() for t in kept_choices(model))
     cost = before = discrete_cost(table, edge_on, op_kept)
     steps = []

@@ -89,6 +89,21 @@ def describe_grid(model) -> dict:
     }
 
 
+def graph_grid(model) -> dict:
+    """The grid supernet's ``architecture_graph`` (see ``SearchSpace``): β̂ per edge, α̂ per cell."""
+    b_hat, a_hat = model.beta_hat().detach().cpu(), model.alpha_hat().detach().cpu()
+    edge_mask = model.edge_mask.cpu()
+    layers, levels, _ = b_hat.shape
+    edges = [[l, src, l + 1, i, float(b_hat[l, i, j]), bool(edge_mask[l, i, j])]
+             for l in range(layers) for i in range(levels) for j in range(EDGE_KINDS)
+             if (src := edge_source(i, j, levels)) is not None]
+    path, _ = strongest_path(b_hat, edge_mask)
+    return {"layers": layers, "levels": [f"stride {stride(i)}" for i in range(levels)], "edges": edges,
+            "op_labels": [f"{k}x{k}" for k in model.cfg.kernel_sizes],
+            "ops": [[l + 1, i, a_hat[l, i].tolist()] for l in range(layers) for i in range(levels)],
+            "path": [[l, lv] for l, lv in enumerate(path)]}
+
+
 def summarize_architecture(arch: dict) -> dict:
     """The compact form kept in ``summary.json``: dominant kernel per cell (rows = levels, columns = layers)
     and the strongest path; the full description stays in ``architecture.json``."""

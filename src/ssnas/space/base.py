@@ -96,6 +96,13 @@ class SearchSpace(Protocol):
     def describe_architecture(self) -> dict:
         """The searched architecture as JSON-able data (``architecture.json``)."""
 
+    def architecture_graph(self) -> dict:
+        """The architecture as a weighted graph over (layer, level) for the run's ``architecture.png``
+        (``engine/plots.py`` draws any space from it): ``layers``, ``levels`` (row labels, finest first),
+        ``edges`` [[from_layer, from_level, layer, level, weight, kept]] (layer 0 is the stem), optional
+        ``op_labels`` and ``ops`` [[layer, level, [weight per op label]]], ``path`` [[layer, level]] (the
+        strongest path) and ``text`` (lines printed under the plot)."""
+
     def forward(self, x: Tensor) -> Tensor: ...
 
 
@@ -134,6 +141,23 @@ class ArchitectureMixin:
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
         self._apply_frozen_flag()
         return result
+
+
+@runtime_checkable
+class CostAware(Protocol):
+    """A space that cost-aware search (``cost/``, docs/cost-aware.md) and budgets can use: a table of what
+    each candidate costs, the differentiable expectation of the fused network's cost under the architecture
+    distribution, and the exact cost of the network as currently masked. Optional: a space without these
+    methods searches and exports as usual, and ``cost.weight``/``cost.budget`` on it are a one-line error."""
+
+    def cost_table(self, metric: str, input_size) -> Any:
+        """The ``CostTable`` of ``metric`` (flops, params) per candidate, counted at ``input_size`` (H, W)."""
+
+    def expected_cost(self, tensors: dict) -> Tensor:
+        """E[cost] from ``CostTable.tensors()``, differentiable in the architecture parameters."""
+
+    def discrete_cost(self, table: Any) -> float:
+        """The exact cost, by ``table``, of the fused network of the model as currently masked."""
 
 
 @runtime_checkable

@@ -266,6 +266,17 @@ class DenseSuperNet(ArchitectureMixin, nn.Module):
         return fuse_dense(self)
 
     @torch.no_grad()
+    def architecture_graph(self) -> dict:
+        """β̂ per transmission (from any of the k previous layers and the level span), α̂ per cell."""
+        b_hat, a_hat, edge_mask = self.beta_hat().detach().cpu(), self.alpha_hat().detach().cpu(), self.edge_mask.cpu()
+        L = self.cfg.layers
+        edges = [[l + 1 - d, i + off, l + 1, i, float(b_hat[l, i, s]), bool(edge_mask[l, i, s])]
+                 for l in range(L) for i in range(LEVELS) for s, (d, off) in enumerate(self.slots)
+                 if exists(l, i, (d, off))]
+        return {"layers": L, "levels": [f"stride {stride(i)}" for i in range(LEVELS)], "edges": edges,
+                "op_labels": [f"{k}x{k}" for k in self.cfg.kernel_sizes],
+                "ops": [[l + 1, i, a_hat[l, i].tolist()] for l in range(L) for i in range(LEVELS)]}
+
     def describe_architecture(self) -> dict:
         """JSON-able: per cell α̂, its kernel and every transmission (from layer and stride, β̂, kept)."""
         from ssnas.arch import arch_entropies

@@ -171,6 +171,24 @@ class SuperNet(ArchitectureMixin, nn.Module):
         groups["head"] = "head"
         return groups
 
+    def cost_table(self, metric: str, input_size):
+        """Cost-aware search (``CostAware``): each candidate's FLOPs or parameters (``cost/grid.py``)."""
+        from ssnas.cost.grid import count_table
+        return count_table(self, metric, input_size)
+
+    def expected_cost(self, tensors: dict) -> Tensor:
+        """E[cost] under α̂ and β̂, with every cell's chance of being live (``cost/grid.py``)."""
+        from ssnas.cost.grid import expected_cost
+        return expected_cost(tensors, self.alpha_hat(), self.beta_hat())
+
+    def discrete_cost(self, table) -> float:
+        from ssnas.cost.grid import discrete_cost, kept_choices
+        return discrete_cost(table, *kept_choices(self))
+
+    def architecture_graph(self) -> dict:
+        from ssnas.space.architecture import graph_grid
+        return graph_grid(self)
+
     def describe_architecture(self) -> dict:
         from ssnas.space.architecture import describe_grid
         return describe_grid(self)

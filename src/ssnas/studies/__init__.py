@@ -83,3 +83,42 @@ def run_study(name: str, cfg, out_dir: str | Path, progress=print, jobs: int | N
                "## Study config", "", "```yaml", dump_config(cfg).rstrip(), "```", ""]
     (out / "report.md").write_text("\n".join(report))
     return results
+
+
+def plan_study(name: str, cfg, out_dir: str | Path, store: str | Path | None = None) -> dict:
+    """What ``run_study`` would run next, read from the results store and the run folders; writes nothing
+    there (the pass's own outputs go to a scratch folder).
+
+    {"done": n, "to_run": [{"name", "epochs", "at_epoch"}], "waiting": [{"name", "epochs", "needs"}],
+    "seconds_per_epoch": [one per finished train sub-run]}; ``at_epoch``: how far a run folder already got
+    (it resumes from there)."""
+    from ssnas.engine.logger import read_metrics
+    from ssnas.studies.common import RECORDS, StudyDir
+    from ssnas.studies.jobs import Scheduler, plan_passes
+
+    import tempfile
+
+    module = get_study(name)
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="ssnas-plan-") as scratch:   # the pass's figures and configs
+        study_dir = StudyDir(scratch, store=store if store is not None else out_dir / RECORDS, runs_root=out_dir)
+        study_dir.scheduler = Scheduler(study_dir, study_dir.scheduler.store, 1, dry=True)
+        plan = plan_passes(lambda: module.run(cfg, study_dir, lambda msg: None), study_dir.scheduler)
+
+    def epochs(job) -> int:
+        return int(job.cfg.protocol.epochs) if job.kind == "train" else 0
+
+    def at_epoch(job) -> int:
+        path = Path(job.out) / "metrics.jsonl"
+        if job.kind != "train" or not path.is_file():
+            return 0
+        done = [r.get("epoch", 0) for r in read_metrics(path) if "epoch" in r]
+        return int(max(done, default=0))
+
+    rates = [plan["wall_time_s"][n] / plan["epochs"][n] for n in plan["wall_time_s"] if plan["epochs"].get(n)]
+    return {"study": name, "done": len(plan["done"]),
+            "to_run": [{"name": j.name, "kind": j.kind, "epochs": epochs(j), "at_epoch": at_epoch(j)}
+                       for j in plan["to_run"]],
+            "waiting": [{"name": n, "kind": plan["requested"][n].kind, "epochs": epochs(plan["requested"][n]),
+                         "needs": needs} for n, needs in plan["waiting"].items()],
+            "seconds_per_epoch": rates}

@@ -93,11 +93,13 @@ class StudyDir:
     results store, run here or in parallel processes is :class:`ssnas.studies.jobs.Scheduler`'s business."""
 
     def __init__(self, path: str | Path, progress: Callable[[str], None] | None = None,
-                 store: str | Path | None = None, jobs: int = 1):
+                 store: str | Path | None = None, jobs: int = 1, runs_root: str | Path | None = None):
         from ssnas.studies.jobs import Scheduler
         from ssnas.studies.store import ResultStore
 
-        self.path = Path(path)
+        self.path = Path(path)   # the report, figures, configs
+        self.runs_root = Path(runs_root) if runs_root is not None else self.path   # runs/ and evals/ (a plan
+        # reads a study's sub-runs where they are and writes its figures elsewhere)
         self.progress = progress or (lambda msg: None)
         self.started: list[str] = []
         self.reused: list[str] = []
@@ -132,7 +134,7 @@ class StudyDir:
             shutil.rmtree(self.path)
 
     def run_path(self, name: str) -> Path:
-        return self.path / "runs" / name
+        return self.runs_root / "runs" / name
 
     def checkpoint(self, name: str) -> str:
         """The checkpoint path of sub-run ``name``, for the config of a sub-run that builds on it."""
@@ -156,7 +158,7 @@ class StudyDir:
         from ssnas.studies.jobs import SubRun
 
         self._save_config(name, cfg)
-        return self.scheduler.request(SubRun("evaluation", name, cfg, self.path / "evals" / f"{name}.json",
+        return self.scheduler.request(SubRun("evaluation", name, cfg, self.runs_root / "evals" / f"{name}.json",
                                              self.scheduler.store))
 
     def metrics(self, name: str) -> list[dict]:

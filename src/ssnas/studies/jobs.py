@@ -191,6 +191,7 @@ class Scheduler:
     failed: dict = field(default_factory=dict)       # name -> one-line reason (this invocation)
     ran_now: set = field(default_factory=set)        # names trained or evaluated by this invocation
     checkpoints: dict = field(default_factory=dict)  # checkpoint path handed out -> sub-run name
+    dry: bool = False   # a plan (``plan_passes``): read the store, run, measure and write nothing
 
     def begin_pass(self) -> None:
         sd = self.study_dir
@@ -276,13 +277,15 @@ class Scheduler:
         if record is not None and record.get("key") == job.key:
             if job.measure is None or measure_key(job.measure) in record["measures"]:
                 return record
+            if self.dry:
+                return None
             ckpt = checkpoint_of(job.out)
             if ckpt.is_file():  # a new measure of a kept checkpoint
                 record["measures"][measure_key(job.measure)] = job.measure(str(ckpt))
                 self.store.save(record)
                 return record
             return None
-        return self._adopt(job)
+        return None if self.dry else self._adopt(job)
 
     def _adopt(self, job: SubRun) -> dict | None:
         """A sub-run finished in the study folder but not in the store (a folder from before the store, or
@@ -365,6 +368,28 @@ def run_passes(study: Callable[[], dict], scheduler: Scheduler) -> dict:
         if error is not None:  # pragma: no cover - nothing was pending, so the error is the study's own
             raise error
         return results
+
+
+def plan_passes(study: Callable[[], dict], scheduler: Scheduler) -> dict:
+    """What ``run_passes`` would do next, without doing it: one pass over the results store.
+
+    {"done": [names], "to_run": [SubRun], "waiting": {name: [the sub-runs whose checkpoints it needs]},
+    "wall_time_s": {name: seconds of each finished train sub-run}}. Sub-runs that a study only asks for once
+    other results are known are not listed: the plan shows the next wave and what waits on it."""
+    scheduler.dry = True
+    scheduler.begin_pass()
+    try:
+        study()
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 - a planning pass may trip over a PENDING value
+        if not (scheduler.pending or scheduler.deferred):
+            raise
+    return {"done": list(scheduler.records), "to_run": list(scheduler.pending.values()),
+            "waiting": dict(scheduler.deferred),
+            "wall_time_s": {n: r["wall_time_s"] for n, r in scheduler.records.items() if r["kind"] == "train"},
+            "epochs": {n: r["summary"].get("epochs") for n, r in scheduler.records.items() if r["kind"] == "train"},
+            "requested": dict(scheduler.requested)}
 
 
 def run_all(jobs: list[SubRun], n: int, progress) -> dict:

@@ -104,9 +104,12 @@ class SegmentationTask(TaskBase):
 
     def check(self) -> None:
         """The space's own keys (``model.options``) are checked by its builder: build it on the meta device
-        (no memory, no data) before the run folder exists."""
+        (no memory, no data) before the run folder exists; so is whether it can carry a cost term."""
         with torch.device("meta"):
-            self._create(num_classes=2)
+            model = self._create(num_classes=2)
+        if self.cfg.cost.weight != 0 or self.cfg.cost.budget is not None:
+            from ssnas.cost import cost_aware
+            cost_aware(model)
 
     def build_model(self):
         m = self.cfg.model

@@ -29,6 +29,7 @@ from ssnas.arch import arch_entropies
 from ssnas.space.autodeeplab.cell import INPUTS_PER_BLOCK, PRIMITIVES, SearchCell, cell_edges
 from ssnas.space.autodeeplab.heads import SearchASPP, Stem, upsample_to
 from ssnas.space.base import ArchitectureMixin
+from ssnas.space.topology import stride
 
 LEVELS = 4
 OUTPUT_STRIDE = 32                 # coarsest level; inputs are padded to a multiple of it
@@ -300,6 +301,20 @@ class AutoDeepLab(ArchitectureMixin, nn.Module):
             level = ptr[level]
             path.append(level)
         return path[::-1]
+
+    def architecture_graph(self) -> dict:
+        """The network level (β̂ per transition, the Viterbi path); the cell, shared by every node, as text."""
+        b_hat, edge_mask = self.beta_hat().detach().cpu(), self.edge_mask.cpu()
+        L = self.cfg.layers
+        edges = [[t, i + off, t + 1, i, float(b_hat[t, i, j]), bool(edge_mask[t, i, j])]
+                 for t in range(L) for i in range(LEVELS) for j, off in enumerate(EDGE_OFFSETS)
+                 if i in levels_at(t + 1) and (i + off) in levels_at(t)]
+        text = [f"  block {b}: " + ", ".join(f"{op}(input {k})" for k, op in block)
+                for b, block in enumerate(self.genotype())]
+        return {"layers": L, "levels": [f"stride {stride(i)}" for i in range(LEVELS)], "edges": edges,
+                "path": [[0, 0]] + [[t + 1, lv] for t, lv in enumerate(self.strongest_path())],
+                "text": ["the decoded cell (α̂), shared by every node; input 0: H(l-2), 1: H(l-1), 2 + k: block k",
+                         *text]}
 
     def describe_architecture(self) -> dict:
         """architecture.json: α̂ per cell edge, β̂ per transition, the decoded cell and network path."""
