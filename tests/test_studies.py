@@ -231,6 +231,36 @@ def test_reproduce_writes_the_document_from_the_results(demo_root, tmp_path, cap
     assert doc.read_text() == "my own notes"
 
 
+def test_reproduce_runs_a_training_that_several_studies_ask_for_once(demo_root, tmp_path):
+    """The splits study's joint row, the two-stage study's single stage and (at the proxy scale) the
+    calibration's baseline are one training; so are the two-stage search and the entropy table's. A study
+    that asks for a finished training of another study reuses its record (``reused_from``), taking its
+    own measure from the copied checkpoint; nothing is trained twice."""
+    out, store, doc = tmp_path / "repro", tmp_path / "results", tmp_path / "docs" / "reproduction.md"
+    sets = [f"data.root={demo_root}", "data.make_demo=false", "data.batch_size=2", "eval.max_images=2",
+            "study.seeds=[0]", "study.rows=[joint]", "protocol.epochs=2", "protocol.iters_per_epoch=1",
+            "study.search_protocol.epochs=2", "study.search_protocol.iters_per_epoch=1", "study.retrain_epochs=1"]
+    args = ["reproduce", "--scale", "mini", "--out", str(out), "--doc", str(doc), "--results", str(store),
+            "--only", "splits", "two-stage", "entropy-table", "--jobs", "1"]
+    assert main(args + [a for s in sets for a in ("--set", s)]) == 0
+
+    def record(study, run):
+        return json.loads((store / study / f"{run}.json").read_text())
+
+    joint, single = record("splits", "joint-s0"), record("two-stage", "single-stage-s0")
+    assert single["reused_from"] == "splits/joint-s0" and single["train_key"] == joint["train_key"]
+    assert single["summary"] == joint["summary"] and single["finished"] == joint["finished"]
+    assert len(single["measures"]) == 1 and not joint["measures"]   # two-stage's own measure, on the copy
+    assert (out / "two-stage" / "runs" / "single-stage-s0" / "checkpoints" / "last.pt").is_file()
+    search = record("entropy-table", "search-s0")
+    assert search["reused_from"] == "two-stage/search-s0"
+    assert search["summary"] == record("two-stage", "search-s0")["summary"]
+    runs = json.loads((out / "entropy-table" / "results.json").read_text())["runs"]
+    assert runs["started"] == [] and runs["reused"] == ["search-s0"]
+    assert not (out / "entropy-table" / "runs").exists()   # nothing trained, no checkpoint needed
+    assert "| Sub-runs | 7 " in doc.read_text() and "; 5 computations: studies that ask for the same training" in doc.read_text()
+
+
 def test_entropy_verdict_on_crafted_numbers():
     """Table 2's rule on numbers with a clear answer: constant loses 3.5-4 points at every seed (held), linear
     loses none (its CI excludes half the paper's relative drop: did not hold); linear is at least as good."""

@@ -149,10 +149,13 @@ def _head(records: list[dict]) -> list[str]:
     if not h["records"]:
         return []
     return ["| | |", "|---|---|",
-            f"| Sub-runs | {h['records']} (each one's numbers: `{{results}}/<study>/<run>.json`) |",
+            f"| Sub-runs | {h['records']} (each one's numbers: `{{results}}/<study>/<run>.json`)"
+            + (f"; {h['computations']} computations: studies that ask for the same training share one run "
+               f"(`reused_from` in the record)" if h["computations"] < h["records"] else "") + " |",
             f"| Dates (UTC) | {h['first'][:16].replace('T', ' ')} to {h['last'][:16].replace('T', ' ')} |",
             f"| Machines | {'; '.join(h['machines'])} |",
-            f"| Wall time of the sub-runs | {h['wall_time_s'] / 3600:.2f} h in all (summed over processes) |",
+            f"| Wall time of the sub-runs | {h['wall_time_s'] / 3600:.2f} h in all (summed over processes, a shared "
+            f"run once) |",
             f"| ssnas git commit(s) | {', '.join(f'`{c}`' for c in h['git_commits'])} |", ""]
 
 

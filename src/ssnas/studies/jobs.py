@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import time
 import traceback
@@ -35,6 +36,7 @@ from ssnas.errors import UserError, one_line
 from ssnas.studies.store import ResultStore, evaluation_record, train_record, write_json
 
 ERROR_FILE = "error.txt"
+NOT_TRAINED = ("name", "study")   # config keys the engine never reads: left out of a sub-run's train key
 
 
 class _Pending:
@@ -109,6 +111,7 @@ class SubRun:
     out: Path                       # the run folder (train) or the evals/<name>.json file
     store: ResultStore
     key: str = ""
+    train_key: str = ""             # what is computed, whatever study asks (``Scheduler.train_key``)
     task: object = None
     measure: Callable | None = None  # measure(checkpoint path) -> JSON dict, stored with the record
     retrain: bool = False            # the record exists but its checkpoint is needed and missing
@@ -140,7 +143,8 @@ def execute(job: SubRun) -> None:
         if "stopped" in summary:
             raise Stopped(summary["stopped"])
         measures = {measure_key(job.measure): job.measure(str(checkpoint_of(out)))} if job.measure else {}
-        job.store.save(train_record(job.name, job.key, summary, read_metrics(out / "metrics.jsonl"), measures))
+        job.store.save(train_record(job.name, job.key, summary, read_metrics(out / "metrics.jsonl"), measures,
+                                    train_key=job.train_key))
     else:
         from ssnas.tasks.segmentation import SegmentationTask
 
@@ -205,6 +209,8 @@ class Scheduler:
     def request(self, job: SubRun):
         """The sub-run's numbers (train: its summary, + ``measure``; evaluation: miou, edges) or PENDING."""
         job.key = self.key(job.cfg)
+        if job.kind == "train":
+            job.train_key = self.train_key(job.cfg)
         self.requested[job.name] = job
         record = self._finished(job)
         if record is not None:
@@ -249,6 +255,23 @@ class Scheduler:
             return node
         return digest(walk(identity(cfg)))
 
+    def train_key(self, cfg) -> str:
+        """What a training computes, whichever study asks for it: the config's identity without the keys
+        that only name it or steer the study's code (``name``, ``study``), checkpoint paths replaced by the
+        train keys of the sub-runs they come from. Two studies' sub-runs with the same train key are the same
+        run (the engine reads neither key), so one record serves both (:meth:`_shared`)."""
+        def walk(node):
+            if isinstance(node, dict):
+                return {k: walk(v) for k, v in node.items()}
+            if isinstance(node, list):
+                return [walk(v) for v in node]
+            if isinstance(node, str) and node in self.checkpoints:
+                dep = self.requested.get(self.checkpoints[node])
+                return f"<checkpoint of train key {dep.train_key if dep else None}>"
+            return node
+        ident = {k: v for k, v in identity(cfg).items() if k not in NOT_TRAINED}
+        return digest(walk(ident))
+
     def _dependencies(self, cfg) -> list[str]:
         found = []
 
@@ -268,6 +291,9 @@ class Scheduler:
             return False
         if checkpoint_of(job.out).is_file():
             return True
+        shared = self.records[name].get("reused_from")
+        if shared and self._copy_checkpoint(job, shared):
+            return True
         self.pending.setdefault(name, replace(job, retrain=True))
         return False
 
@@ -275,6 +301,9 @@ class Scheduler:
         """The record of a finished ``job``: from the store, or adopted from a finished run folder."""
         record = self.store.load(job.name)
         if record is not None and record.get("key") == job.key:
+            if job.kind == "train" and record.get("train_key") != job.train_key and not self.dry:
+                record["train_key"] = job.train_key   # a record from before train keys: other studies may share it
+                self.store.save(record)
             if job.measure is None or measure_key(job.measure) in record["measures"]:
                 return record
             if self.dry:
@@ -285,7 +314,73 @@ class Scheduler:
                 self.store.save(record)
                 return record
             return None
-        return None if self.dry else self._adopt(job)
+        if self.dry:
+            return self._shared(job)
+        return self._adopt(job) or self._shared(job)
+
+    def _shared(self, job: SubRun) -> dict | None:
+        """The same training finished for another study of the same results store (a sibling folder of this
+        study's store named after a study, as ``ssnas reproduce`` lays them out:
+        ``results/reproduction/proxy/<study>/``): its record, under this sub-run's name,
+        with ``reused_from`` naming where it came from. Its checkpoint (needed for a measure or a sub-run that
+        builds on it) is copied from that study's run folder beside this one, if there; without it a measure
+        cannot be taken, and the sub-run runs here."""
+        if job.kind != "train":
+            return None
+        found = self._shared_index().get(job.train_key)
+        if found is None:
+            return None
+        study, source = found
+        record = dict(source, name=job.name, key=job.key, measures=dict(source["measures"]),
+                      reused_from=source.get("reused_from") or f"{study}/{source['name']}")
+        need = job.measure is not None and measure_key(job.measure) not in record["measures"]
+        if self.dry:
+            return None if need else record
+        if need:
+            if not self._copy_checkpoint(job, record["reused_from"]):
+                return None
+            record["measures"][measure_key(job.measure)] = job.measure(str(checkpoint_of(job.out)))
+        self.store.save(record)
+        return record
+
+    def _shared_index(self) -> dict:
+        """train key -> (study, record) of the finished trainings in the sibling stores (read once)."""
+        if getattr(self, "_index", None) is None:
+            from ssnas.studies import STUDIES
+
+            self._index = {}
+            root, own = self.store.path.parent, self.store.path.resolve()
+            for path in sorted(root.glob("*/*.json")) if root.is_dir() else []:
+                if path.parent.name not in STUDIES or path.parent.resolve() == own:
+                    continue
+                try:
+                    record = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue
+                key = record.get("train_key") if isinstance(record, dict) else None
+                if key and record.get("kind") == "train" and "reused_from" not in record:
+                    self._index.setdefault(key, (path.parent.name, record))
+        return self._index
+
+    def _source_checkpoint(self, reused_from: str) -> Path:
+        """Where a shared record's checkpoint is: ``<out>/<study>/runs/<run>`` beside this study's folder."""
+        study, _, run = reused_from.partition("/")
+        return checkpoint_of(self.study_dir.runs_root.parent / study / "runs" / run)
+
+    def _copy_checkpoint(self, job: SubRun, reused_from: str) -> bool:
+        """The shared record's checkpoint into the sub-run's own run folder (written whole, then renamed);
+        whether the sub-run now has one. A plan copies nothing."""
+        target, source = checkpoint_of(job.out), self._source_checkpoint(reused_from)
+        if target.is_file():
+            return True
+        if not source.is_file():
+            return False
+        if not self.dry:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        return True
 
     def _adopt(self, job: SubRun) -> dict | None:
         """A sub-run finished in the study folder but not in the store (a folder from before the store, or
@@ -308,7 +403,8 @@ class Scheduler:
             if summary.get("config_hash") != h or (job.measure and not checkpoint_of(job.out).is_file()):
                 return None
             measures = {measure_key(job.measure): job.measure(str(checkpoint_of(job.out)))} if job.measure else {}
-            record = train_record(job.name, job.key, summary, read_metrics(job.out / "metrics.jsonl"), measures)
+            record = train_record(job.name, job.key, summary, read_metrics(job.out / "metrics.jsonl"), measures,
+                                  train_key=job.train_key)
         self.store.save(record)
         return record
 

@@ -83,8 +83,8 @@ class ResultStore:
         return [json.loads(p.read_text()) for p in sorted(self.path.glob("*.json"))]
 
 
-def train_record(name: str, key: str, summary: dict, metrics: list[dict], measures: dict) -> dict:
-    return {"name": name, "kind": "train", "key": key, "finished": now(), **provenance(),
+def train_record(name: str, key: str, summary: dict, metrics: list[dict], measures: dict, train_key: str = "") -> dict:
+    return {"name": name, "kind": "train", "key": key, "train_key": train_key, "finished": now(), **provenance(),
             "wall_time_s": summary.get("wall_time_s", 0.0),
             "summary": {k: v for k, v in summary.items() if k not in SUMMARY_DROP},
             "metrics": [{k: v for k, v in r.items() if k not in METRICS_DROP} for r in metrics],
@@ -100,6 +100,7 @@ def provenance_head(records: list[dict]) -> dict:
     """What a document built from ``records`` states about them: dates, machines, wall time, commits."""
     dates = sorted(r["finished"] for r in records)
     machines = sorted({f"{r['platform']}, CPU {r['cpu']}, torch {r['torch']}" for r in records})
+    runs = {r.get("train_key") or f"record {n}": r["wall_time_s"] for n, r in enumerate(records)}  # shared: once
     return {"records": len(records), "first": dates[0] if dates else None, "last": dates[-1] if dates else None,
-            "machines": machines, "wall_time_s": sum(r["wall_time_s"] for r in records),
+            "machines": machines, "wall_time_s": sum(runs.values()), "computations": len(runs),
             "git_commits": sorted({str(r["git_commit"]) for r in records})}
