@@ -259,6 +259,15 @@ def test_reproduce_runs_a_training_that_several_studies_ask_for_once(demo_root, 
     assert runs["started"] == [] and runs["reused"] == ["search-s0"]
     assert not (out / "entropy-table" / "runs").exists()   # nothing trained, no checkpoint needed
     assert "| Sub-runs | 7 " in doc.read_text() and "; 5 computations: studies that ask for the same training" in doc.read_text()
+    # a plan counts a shared training as done when the checkpoint for its measure can be copied
+    from ssnas.cli.reproduce import study_config
+    from ssnas.config import load_config
+    from ssnas.studies import plan_study
+
+    (store / "two-stage" / "single-stage-s0.json").unlink()
+    cfg = load_config(study_config("two-stage", "mini"), sets)
+    plan = plan_study("two-stage", cfg, out / "two-stage", store / "two-stage")
+    assert plan["done"] == 5 and not plan["to_run"] and not (store / "two-stage" / "single-stage-s0.json").exists()
 
 
 def test_entropy_verdict_on_crafted_numbers():

@@ -334,8 +334,12 @@ class Scheduler:
         record = dict(source, name=job.name, key=job.key, measures=dict(source["measures"]),
                       reused_from=source.get("reused_from") or f"{study}/{source['name']}")
         need = job.measure is not None and measure_key(job.measure) not in record["measures"]
-        if self.dry:
-            return None if need else record
+        if self.dry:   # a plan: the measure will be taken on the copied checkpoint, if there is one to copy
+            if need and not self._source_checkpoint(record["reused_from"]).is_file():
+                return None
+            if need:
+                record["measures"][measure_key(job.measure)] = PENDING
+            return record
         if need:
             if not self._copy_checkpoint(job, record["reused_from"]):
                 return None
