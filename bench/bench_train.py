@@ -38,7 +38,10 @@ import torch
 from ssnas.cli.profile import parse_size
 from ssnas.config import load_config
 from ssnas.engine.streams import BatchStream
-from ssnas.tasks.segmentation import SegmentationTask
+try:
+    from ssnas.tasks.segmentation import SegmentationTask
+except ImportError:   # a checkout before the task registry (--ab against d72ebf1): the task lived in the engine
+    from ssnas.engine.task import SegmentationTask
 from ssnas.engine.trainer import Trainer
 from ssnas.space import create_model
 from ssnas.space.profile import profile
@@ -114,6 +117,11 @@ class SyntheticTask(SegmentationTask):
         b = BatchStream(_Images(n, self.crop, self.seed + 1), range(n), self.batch_size, self.seed, "B", 0, rank,
                         world)
         return {"a": a, "b": b, "finetune": a}
+
+    def augment(self, batch: dict, device) -> dict:
+        """No augmentation: the batches are the same in every checkout (``--ab`` compares their losses; a
+        checkout before device augmentation, such as d72ebf1, never augments them)."""
+        return batch
 
     def evaluate(self, model, rank: int = 0, world: int = 1, **kwargs) -> dict:
         return {"score": 0.0}

@@ -158,6 +158,22 @@ def test_superkernel_equals_sum_of_depthwise_outputs():
         assert torch.allclose(y, ref, atol=1e-5)
 
 
+def test_squeeze_excite_mean_is_bit_identical_to_torch_mean():
+    """SE computes its mean as sum / (H·W) (a cheaper gradient on channels-last tensors): the same bits as
+    ``mean`` in value and gradient."""
+    import torch.nn.functional as F
+    from ssnas.space.operations import SqueezeExcite
+    torch.manual_seed(0)
+    se = SqueezeExcite(8).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 7, 10).contiguous(memory_format=torch.channels_last)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya = se(a)
+    yb = b * (F.relu6(se.expand(F.relu(se.reduce(b.mean((2, 3), keepdim=True)))) + 3.0) / 6.0)
+    assert torch.equal(ya, yb)
+    g = torch.randn_like(ya)
+    assert torch.equal(torch.autograd.grad(ya, a, g)[0], torch.autograd.grad(yb, b, g)[0])
+
+
 def test_channel_sampling_only_touches_sampled_channels():
     model = tiny(sampling=0.5)
     cell = model.backbone.cells[0][0]
