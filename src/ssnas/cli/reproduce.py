@@ -27,8 +27,8 @@ SCALES = {
               "converged (plateau test), its level, its seed noise and the seeds each comparison needs. "
               "No proxy config was tuned after its results were seen. The calibration concerns the segmentation "
               "studies only: the Fig. 4 study (DARTS, `hessian-proxy.yaml`) runs at the DARTS miniature's scale "
-              "(3 cells of 2 channels, 120 steps on scikit-learn's digits, 3 seeds), far from the paper's 50-epoch "
-              "CIFAR-10 searches, so its verdicts say little about Fig. 4 itself."),
+              "(3 cells of 2 channels, 120 steps on scikit-learn's digits, 3 seeds), far from the paper's full CIFAR-10 "
+              "searches (RobustDARTS' protocol: 50 epochs), so its verdicts say little about Fig. 4 itself."),
     "mini": ("docs/reproduction-mini.md",
              "Every number below was measured by `ssnas reproduce --scale mini` with the miniature configs "
              "`configs/studies/<study>-mini.yaml` on CPU: a 2-layer supernet, 64×128 crops, batch 4, tens of "
