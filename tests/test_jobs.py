@@ -180,3 +180,18 @@ def test_a_pass_runs_its_longest_sub_runs_first(monkeypatch, tmp_path):
     scheduler.run_pending()
     assert order == ["x2", "s0", "s1", "short", "eval"]
     assert scheduler.ran_now == {"x2", "s0", "s1", "short", "eval"}
+
+
+@pytest.mark.parametrize("name", list(__import__("ssnas.studies", fromlist=["STUDIES"]).STUDIES))
+def test_the_first_planning_pass_asks_for_every_seed(name, demo_root, tmp_path):
+    """A study's code must run through a pass on placeholders: one that stops at the first seed (the two-stage
+    study once unpacked a pending summary) leaves --jobs N with nothing to run beside it."""
+    from ssnas.cli.reproduce import study_config
+    from ssnas.studies import plan_study
+
+    cfg = load_config(study_config(name, "mini"), [f"data.root={demo_root}", "data.make_demo=false"])
+    plan = plan_study(name, cfg, tmp_path / "out", tmp_path / "store")
+    names = [j["name"] for j in plan["to_run"]]
+    for seed in cfg.study["seeds"]:
+        assert any(n.endswith(f"-s{seed}") for n in names), (seed, names)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
