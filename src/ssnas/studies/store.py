@@ -97,10 +97,15 @@ def evaluation_record(name: str, key: str, result: dict, wall_time_s: float) -> 
 
 
 def provenance_head(records: list[dict]) -> dict:
-    """What a document built from ``records`` states about them: dates, machines, wall time, commits."""
-    dates = sorted(r["finished"] for r in records)
+    """What a document built from ``records`` states about them: dates (the first sub-run's start, the last
+    one's end), machines, wall time, commits."""
+    def started(r: dict) -> str:   # a record keeps when it finished and how long it ran
+        end = datetime.datetime.fromisoformat(r["finished"])
+        return (end - datetime.timedelta(seconds=float(r["wall_time_s"]))).isoformat(timespec="seconds")
+
+    starts, dates = sorted(started(r) for r in records), sorted(r["finished"] for r in records)
     machines = sorted({f"{r['platform']}, CPU {r['cpu']}, torch {r['torch']}" for r in records})
     runs = {r.get("train_key") or f"record {n}": r["wall_time_s"] for n, r in enumerate(records)}  # shared: once
-    return {"records": len(records), "first": dates[0] if dates else None, "last": dates[-1] if dates else None,
+    return {"records": len(records), "first": starts[0] if starts else None, "last": dates[-1] if dates else None,
             "machines": machines, "wall_time_s": sum(runs.values()), "computations": len(runs),
             "git_commits": sorted({str(r["git_commit"]) for r in records})}
