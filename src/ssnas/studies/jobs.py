@@ -244,32 +244,28 @@ class Scheduler:
         """The config hash (default-valued keys left out, as :func:`~ssnas.config.config_hash` does), with
         checkpoint paths of sub-runs replaced by those sub-runs' own keys: the same wherever ``--out`` is, and
         changed whenever what a checkpoint comes from changes."""
-        def walk(node):
-            if isinstance(node, dict):
-                return {k: walk(v) for k, v in node.items()}
-            if isinstance(node, list):
-                return [walk(v) for v in node]
-            if isinstance(node, str) and node in self.checkpoints:
-                dep = self.requested.get(self.checkpoints[node])
-                return f"<checkpoint of {self.checkpoints[node]}, key {dep.key if dep else None}>"
-            return node
-        return digest(walk(identity(cfg)))
+        return self._digest(identity(cfg), lambda name, dep: f"<checkpoint of {name}, key {dep.key if dep else None}>")
 
     def train_key(self, cfg) -> str:
         """What a training computes, whichever study asks for it: the config's identity without the keys
         that only name it or steer the study's code (``name``, ``study``), checkpoint paths replaced by the
         train keys of the sub-runs they come from. Two studies' sub-runs with the same train key are the same
         run (the engine reads neither key), so one record serves both (:meth:`_shared`)."""
+        ident = {k: v for k, v in identity(cfg).items() if k not in NOT_TRAINED}
+        return self._digest(ident, lambda name, dep: f"<checkpoint of train key {dep.train_key if dep else None}>")
+
+    def _digest(self, ident: dict, checkpoint_label: Callable) -> str:
+        """``digest`` of ``ident`` with each checkpoint path of a sub-run replaced by
+        ``checkpoint_label(its name, its SubRun or None)``."""
         def walk(node):
             if isinstance(node, dict):
                 return {k: walk(v) for k, v in node.items()}
             if isinstance(node, list):
                 return [walk(v) for v in node]
             if isinstance(node, str) and node in self.checkpoints:
-                dep = self.requested.get(self.checkpoints[node])
-                return f"<checkpoint of train key {dep.train_key if dep else None}>"
+                name = self.checkpoints[node]
+                return checkpoint_label(name, self.requested.get(name))
             return node
-        ident = {k: v for k, v in identity(cfg).items() if k not in NOT_TRAINED}
         return digest(walk(ident))
 
     def _dependencies(self, cfg) -> list[str]:
