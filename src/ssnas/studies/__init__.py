@@ -94,7 +94,7 @@ def plan_study(name: str, cfg, out_dir: str | Path, store: str | Path | None = N
     (it resumes from there)."""
     from ssnas.engine.logger import read_metrics
     from ssnas.studies.common import RECORDS, StudyDir
-    from ssnas.studies.jobs import Scheduler, plan_passes
+    from ssnas.studies.jobs import plan_passes
 
     import tempfile
 
@@ -102,7 +102,6 @@ def plan_study(name: str, cfg, out_dir: str | Path, store: str | Path | None = N
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="ssnas-plan-") as scratch:   # the pass's figures and configs
         study_dir = StudyDir(scratch, store=store if store is not None else out_dir / RECORDS, runs_root=out_dir)
-        study_dir.scheduler = Scheduler(study_dir, study_dir.scheduler.store, 1, dry=True)
         plan = plan_passes(lambda: module.run(cfg, study_dir, lambda msg: None), study_dir.scheduler)
 
     def epochs(job) -> int:
@@ -115,8 +114,9 @@ def plan_study(name: str, cfg, out_dir: str | Path, store: str | Path | None = N
         done = [r.get("epoch", 0) for r in read_metrics(path) if "epoch" in r]
         return int(max(done, default=0))
 
-    rates = [plan["wall_time_s"][n] / plan["epochs"][n] for n in plan["wall_time_s"] if plan["epochs"].get(n)]
-    return {"study": name, "done": len(plan["done"]),
+    rates = [r["wall_time_s"] / r["summary"]["epochs"] for r in plan["records"].values()
+             if r["kind"] == "train" and r["summary"].get("epochs")]
+    return {"study": name, "done": len(plan["records"]),
             "to_run": [{"name": j.name, "kind": j.kind, "epochs": epochs(j), "at_epoch": at_epoch(j)}
                        for j in plan["to_run"]],
             "waiting": [{"name": n, "kind": plan["requested"][n].kind, "epochs": epochs(plan["requested"][n]),

@@ -33,6 +33,7 @@ from typing import Callable
 
 from ssnas.config import config_hash, digest, identity, to_dict
 from ssnas.errors import UserError, one_line
+from ssnas.engine.checkpoint import atomic_write_bytes
 from ssnas.studies.store import ResultStore, evaluation_record, train_record, write_json
 
 ERROR_FILE = "error.txt"
@@ -350,16 +351,12 @@ class Scheduler:
 
             self._index = {}
             root, own = self.store.path.parent, self.store.path.resolve()
-            for path in sorted(root.glob("*/*.json")) if root.is_dir() else []:
-                if path.parent.name not in STUDIES or path.parent.resolve() == own:
-                    continue
-                try:
-                    record = json.loads(path.read_text())
-                except (OSError, ValueError):
-                    continue
-                key = record.get("train_key") if isinstance(record, dict) else None
-                if key and record.get("kind") == "train" and "reused_from" not in record:
-                    self._index.setdefault(key, (path.parent.name, record))
+            siblings = sorted(d for d in root.iterdir() if d.name in STUDIES and d.resolve() != own) \
+                if root.is_dir() else []
+            for folder in siblings:
+                for record in ResultStore(folder).records():
+                    if record.get("train_key") and record.get("kind") == "train" and "reused_from" not in record:
+                        self._index.setdefault(record["train_key"], (folder.name, record))
         return self._index
 
     def _source_checkpoint(self, reused_from: str) -> Path:
@@ -368,18 +365,16 @@ class Scheduler:
         return checkpoint_of(self.study_dir.runs_root.parent / study / "runs" / run)
 
     def _copy_checkpoint(self, job: SubRun, reused_from: str) -> bool:
-        """The shared record's checkpoint into the sub-run's own run folder (written whole, then renamed);
-        whether the sub-run now has one. A plan copies nothing."""
+        """The shared record's checkpoint into the sub-run's own run folder (atomically); whether the sub-run
+        now has one. A plan copies nothing."""
         target, source = checkpoint_of(job.out), self._source_checkpoint(reused_from)
         if target.is_file():
             return True
         if not source.is_file():
             return False
         if not self.dry:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+            with open(source, "rb") as f:
+                atomic_write_bytes(target, lambda out: shutil.copyfileobj(f, out))
         return True
 
     def _adopt(self, job: SubRun) -> dict | None:
@@ -469,8 +464,8 @@ def run_passes(study: Callable[[], dict], scheduler: Scheduler) -> dict:
 def plan_passes(study: Callable[[], dict], scheduler: Scheduler) -> dict:
     """What ``run_passes`` would do next, without doing it: one pass over the results store.
 
-    {"done": [names], "to_run": [SubRun], "waiting": {name: [the sub-runs whose checkpoints it needs]},
-    "wall_time_s": {name: seconds of each finished train sub-run}}. Sub-runs that a study only asks for once
+    {"records": {name: record of each finished sub-run}, "to_run": [SubRun], "waiting": {name: [the sub-runs
+    whose checkpoints it needs]}, "requested": {name: SubRun}}. Sub-runs that a study only asks for once
     other results are known are not listed: the plan shows the next wave and what waits on it."""
     scheduler.dry = True
     scheduler.begin_pass()
@@ -481,11 +476,8 @@ def plan_passes(study: Callable[[], dict], scheduler: Scheduler) -> dict:
     except Exception:  # noqa: BLE001 - a planning pass may trip over a PENDING value
         if not (scheduler.pending or scheduler.deferred):
             raise
-    return {"done": list(scheduler.records), "to_run": list(scheduler.pending.values()),
-            "waiting": dict(scheduler.deferred),
-            "wall_time_s": {n: r["wall_time_s"] for n, r in scheduler.records.items() if r["kind"] == "train"},
-            "epochs": {n: r["summary"].get("epochs") for n, r in scheduler.records.items() if r["kind"] == "train"},
-            "requested": dict(scheduler.requested)}
+    return {"records": dict(scheduler.records), "to_run": list(scheduler.pending.values()),
+            "waiting": dict(scheduler.deferred), "requested": dict(scheduler.requested)}
 
 
 def run_all(jobs: list[SubRun], n: int, progress) -> dict:
