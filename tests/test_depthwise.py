@@ -20,7 +20,17 @@ def _aten(x, w):
     ((1, 40, 4, 6), 3, torch.contiguous_format), # NCHW input, a kernel wider than the image rows
     ((2, 8, 5, 5), 9, torch.channels_last),
 ])
-def test_gradients_equal_aten(shape, k, layout):
+@pytest.mark.parametrize("threads", [1, 2])   # the loop splits image rows over torch's OpenMP threads
+def test_gradients_equal_aten(shape, k, layout, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check_against_aten(shape, k, layout)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_against_aten(shape, k, layout):
     torch.manual_seed(0)
     x = torch.randn(shape).contiguous(memory_format=layout).requires_grad_()
     w = torch.randn(shape[1], 1, k, k, requires_grad=True)

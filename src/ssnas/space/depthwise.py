@@ -30,6 +30,10 @@ KERNEL_SIZES = (3, 5, 7, 9)      # compiled into the C++ loop (template instance
 SOURCE = Path(__file__).resolve().parent / "csrc" / "depthwise_weight_grad.cpp"
 ENV_SWITCH = "SSNAS_CPU_KERNELS"
 EXTENSION_NAME = "ssnas_depthwise_weight_grad"
+# ATen's parallel_for is a header template: without -fopenmp it compiles to a serial loop, and the kernel
+# took as long at 2 threads as at 1 (docs/benchmarks.md). torch's Linux wheels ship GNU OpenMP (libgomp.so.1),
+# which the build links against by soname, so the loop joins torch's own thread pool. Elsewhere: serial.
+OPENMP_FLAGS = ("-fopenmp",) if sys.platform.startswith("linux") else ()
 
 
 @functools.lru_cache(maxsize=None)
@@ -51,8 +55,8 @@ def _extension():
             built = False
         if not built:
             print("[ssnas] building the depthwise CPU kernel (once per machine, about a minute)", file=sys.stderr)
-        cpp_extension.load(name, [str(SOURCE)], extra_cflags=["-O3", "-march=native"], verbose=False,
-                           is_python_module=False)
+        cpp_extension.load(name, [str(SOURCE)], extra_cflags=["-O3", "-march=native", *OPENMP_FLAGS],
+                           extra_ldflags=list(OPENMP_FLAGS), verbose=False, is_python_module=False)
         return torch.ops.ssnas.dw_weight_grad
     except Exception as exc:  # a missing compiler must not stop training: ATen computes the same gradient
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
