@@ -13,6 +13,7 @@ from ssnas.cli import main
 from ssnas.config import CONFIG_DIR, identity, load_config
 from ssnas.cost import CostTable, parse_cost
 from ssnas.cost.grid import count_table, discrete_cost, expected_cost, kept_choices, live_probabilities
+from ssnas.cost.latency import CALIBRATION_SEEDS, random_one_hot
 from ssnas.engine.checkpoint import save_checkpoint
 from ssnas.engine.trainer import Trainer
 from ssnas.errors import UserError
@@ -298,6 +299,14 @@ def test_latency_table_structure_and_sum(tmp_path, capsys):
         for j in range(3) if edge_on[l, i, j] for k in range(3) if op_kept[l, i, k])
     assert discrete_cost(table, edge_on, op_kept) == pytest.approx(by_hand, rel=1e-12)
     assert float(expected_cost(t, model.alpha_hat(), model.beta_hat())) == pytest.approx(by_hand, rel=1e-12)
+    # calibrated: the stored entries add up to the measured reference networks (Σ over them), the raw sums
+    # times the recorded scale
+    cal = table.measured["calibration"]
+    refs = [random_one_hot(create_model("tiny", num_classes=3), seed) for seed in CALIBRATION_SEEDS]
+    sums = [discrete_cost(table, *kept_choices(m)) for m in refs]
+    assert len(cal["network_ms"]) == len(CALIBRATION_SEEDS) and cal["scale"] > 0
+    assert sum(sums) == pytest.approx(sum(cal["network_ms"]), rel=1e-9)
+    assert sums == pytest.approx([cal["scale"] * raw for raw in cal["parts_sum_ms"]], rel=1e-9)
     # a table of another space is refused, in one line naming the key
     with pytest.raises(UserError, match="^cost.table: the table was made for layers=2"):
         table.check_space(create_model("tiny", num_classes=3, layers=3).cfg.to_dict())
