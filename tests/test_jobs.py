@@ -195,3 +195,32 @@ def test_the_first_planning_pass_asks_for_every_seed(name, demo_root, tmp_path):
     for seed in cfg.study["seeds"]:
         assert any(n.endswith(f"-s{seed}") for n in names), (seed, names)
     assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
+
+
+def test_records_call_a_checkout_dirty_for_code_changes_not_for_the_reproductions_own_outputs(tmp_path):
+    """``ssnas reproduce`` rewrites docs/reproduction*.md and results/reproduction/ in the checkout it runs
+    from: sub-runs after a rebuild must not be recorded as ``+dirty`` for that, but a code change must be."""
+    from ssnas.studies.store import _git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    files = {"src/code.py": "x = 1\n", "docs/reproduction.md": "old\n", "docs/img/reproduction/a.txt": "a\n",
+             "results/reproduction/proxy/s/r.json": "{}\n", "docs/design.md": "d\n"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "init")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    here = tmp_path / "src"
+    assert _git_commit(here) == head
+    for name in ("docs/reproduction.md", "docs/img/reproduction/a.txt", "results/reproduction/proxy/s/r.json"):
+        (tmp_path / name).write_text("rewritten by ssnas reproduce\n")
+    assert _git_commit(here) == head
+    for name in ("src/code.py", "docs/design.md"):
+        (tmp_path / name).write_text("changed by hand\n")
+        assert _git_commit(here) == head + "+dirty", name
+        git("checkout", "--", name)

@@ -45,15 +45,22 @@ def provenance() -> dict:
     return {"platform": platform.platform(), "cpu": cpu, "torch": torch.__version__, "git_commit": _git_commit()}
 
 
-def _git_commit() -> str | None:
-    """HEAD of the checkout ssnas is imported from, ``+dirty`` with uncommitted changes; None outside git."""
-    here = Path(__file__).resolve().parent
+# What ``ssnas reproduce`` itself writes into a checkout: changes there do not make the code dirty (otherwise
+# every sub-run after the first document rebuild would be recorded as ``+dirty``).
+GENERATED = (":(top,exclude)docs/reproduction*", ":(top,exclude)docs/img/reproduction",
+             ":(top,exclude)results/reproduction")
+
+
+def _git_commit(here: Path | None = None) -> str | None:
+    """HEAD of the checkout ssnas is imported from, ``+dirty`` with uncommitted changes to anything but the
+    reproduction's own outputs (``GENERATED``); None outside git."""
+    here = here or Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                *GENERATED], cwd=here, capture_output=True, text=True, timeout=10)
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
