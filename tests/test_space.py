@@ -226,3 +226,18 @@ def test_per_element_entropy_is_the_unit_of_the_papers_table1():
     assert ent["alpha"]["raw"] == pytest.approx(math.log(8))
     assert ent["alpha"]["per_element"] == pytest.approx(0.260, abs=5e-4)
     assert ent["beta"]["per_element"] == pytest.approx((math.log(2) + math.log(3)) / 5)
+
+
+def test_keep_strongest_is_the_decode_of_every_space():
+    """Top-k per row among the unmasked entries; ties to the lower index (an undecided row keeps its first
+    choices, as argmax did); a row with fewer unmasked entries than k keeps them all."""
+    from ssnas.arch import keep_strongest
+
+    mask = torch.tensor([[True, True, True, True], [True, False, True, True], [False, True, False, False]])
+    scores = torch.tensor([[0.1, 0.4, 0.4, 0.1], [0.9, 0.9, 0.05, 0.05], [0.5, 0.2, 0.3, 0.0]])
+    assert keep_strongest(mask, scores, 1).tolist() == [[False, True, False, False], [True, False, False, False],
+                                                        [False, True, False, False]]
+    assert keep_strongest(mask, scores, 2).tolist() == [[False, True, True, False], [True, False, True, False],
+                                                        [False, True, False, False]]
+    uniform = torch.full((5, 7), 1 / 7)
+    assert keep_strongest(torch.ones(5, 7, dtype=torch.bool), uniform, 1)[:, 0].all()

@@ -20,6 +20,14 @@ def masked_softmax(logits: Tensor, valid: Tensor, dim: int = -1) -> Tensor:
     return torch.where(valid, torch.exp(logits - lse), torch.zeros_like(logits))
 
 
+def keep_strongest(mask: Tensor, scores: Tensor, k: int) -> Tensor:
+    """``mask`` narrowed, per row (last dim), to its ``k`` highest ``scores`` (all of a row's when it has
+    fewer): the discretization of every space (top edges by β̂, the top choice by α̂). Scores are probabilities
+    (≥ 0); ties go to the lower index (a stable sort), so an undecided row keeps its first choices."""
+    order = scores.masked_fill(~mask, -1.0).sort(dim=-1, descending=True, stable=True).indices
+    return mask & torch.zeros_like(mask).scatter_(-1, order[..., :k], True)
+
+
 def entropy(probs: Tensor, valid: Tensor) -> Tensor:
     """Shannon entropy H(p) = -Σ p ln p per row (nats), over valid entries."""
     safe = torch.where(valid, probs, torch.ones_like(probs)).clamp_min(_TINY)

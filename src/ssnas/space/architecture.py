@@ -56,6 +56,15 @@ def describe_architecture(model) -> dict:
     return model.describe_architecture()
 
 
+def describe_cell(layer: int, level: int, a_hat, op_mask, kernels: list[int], edges) -> dict:
+    """One cell of ``architecture.json`` (any grid-like space): α̂ per kernel, the dominant kernel among the
+    kept ones (argmax α̂) and its incoming ``edges`` as the space describes them."""
+    a = a_hat.masked_fill(~op_mask, -1.0)
+    return {"layer": layer + 1, "level": level, "stride": stride(level),
+            "alpha_hat": {str(k): float(a_hat[n]) for n, k in enumerate(kernels)},
+            "kernel": kernels[int(a.argmax())], "edges": edges}
+
+
 @torch.no_grad()
 def describe_grid(model) -> dict:
     """The grid supernet's architecture (see the module docstring)."""
@@ -65,16 +74,13 @@ def describe_grid(model) -> dict:
     cells = []
     for l in range(model.cfg.layers):
         for i in range(LEVELS):
-            a = a_hat[l, i].masked_fill(~op_mask[l, i], -1.0)
             edges = {}
             for j in range(EDGE_KINDS):
                 src = edge_source(i, j)
                 if src is not None:
                     edges[EDGE_NAMES[j]] = {"from_stride": stride(src), "beta_hat": float(b_hat[l, i, j]),
                                             "kept": bool(edge_mask[l, i, j])}
-            cells.append({"layer": l + 1, "level": i, "stride": stride(i),
-                          "alpha_hat": {str(k): float(a_hat[l, i, n]) for n, k in enumerate(kernels)},
-                          "kernel": kernels[int(a.argmax())], "edges": edges})
+            cells.append(describe_cell(l, i, a_hat[l, i], op_mask[l, i], kernels, edges))
     path, product = strongest_path(b_hat, edge_mask)
     return {
         "format": FORMAT, "version": VERSION, "space": "supernet",

@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssnas.arch import masked_softmax
+from ssnas.arch import keep_strongest, masked_softmax
 from ssnas.errors import UserError
 from ssnas.ops.fold import permute_inputs, set_conv
 from ssnas.space.backbone import ShapeAlign
 from ssnas.space.base import FUSED_FORMAT, FUSED_VERSION, ArchitectureMixin, register_space
 from ssnas.space.cell import Cell
-from ssnas.space.fused import cell_output
+from ssnas.space.fused import cell_output, fold_live_cells
 from ssnas.space.head import SegmentationHead
 from ssnas.space.operations import FusedBlock
 from ssnas.space.stem import MultiScaleStem
@@ -226,14 +226,9 @@ class DenseSuperNet(ArchitectureMixin, nn.Module):
             if edges_per_cell is not None:
                 if edges_per_cell < 1:
                     raise ValueError("edges_per_cell must be >= 1")
-                scores = self.beta_hat().masked_fill(~self.edge_mask, -1.0)
-                top = scores.topk(min(edges_per_cell, len(self.slots)), dim=-1).indices
-                keep = torch.zeros_like(self.edge_mask).scatter_(-1, top, True)
-                self.edge_mask &= keep
+                self.edge_mask &= keep_strongest(self.edge_mask, self.beta_hat(), edges_per_cell)
             if ops:
-                scores = self.alpha_hat().masked_fill(~self.op_mask, -1.0)
-                keep = torch.zeros_like(self.op_mask).scatter_(-1, scores.argmax(-1, keepdim=True), True)
-                self.op_mask &= keep
+                self.op_mask &= keep_strongest(self.op_mask, self.alpha_hat(), 1)
 
     def prune_edges(self, fraction: float) -> int:
         """Drop the ``fraction`` of kept transmissions with the weakest β̂ — ranked within their cell, as the
@@ -280,7 +275,7 @@ class DenseSuperNet(ArchitectureMixin, nn.Module):
     def describe_architecture(self) -> dict:
         """JSON-able: per cell α̂, its kernel and every transmission (from layer and stride, β̂, kept)."""
         from ssnas.arch import arch_entropies
-        from ssnas.space.architecture import FORMAT, VERSION
+        from ssnas.space.architecture import FORMAT, VERSION, describe_cell
 
         a_hat, b_hat = self.alpha_hat().cpu(), self.beta_hat().cpu()
         op_mask, edge_mask = self.op_mask.cpu(), self.edge_mask.cpu()
@@ -288,13 +283,10 @@ class DenseSuperNet(ArchitectureMixin, nn.Module):
         cells = []
         for l in range(self.cfg.layers):
             for i in range(LEVELS):
-                a = a_hat[l, i].masked_fill(~op_mask[l, i], -1.0)
                 edges = [{"from_layer": l + 1 - d, "from_stride": stride(i + off), "beta_hat": float(b_hat[l, i, s]),
                           "kept": bool(edge_mask[l, i, s])}
                          for s, (d, off) in enumerate(self.slots) if exists(l, i, (d, off))]
-                cells.append({"layer": l + 1, "level": i, "stride": stride(i),
-                              "alpha_hat": {str(k): float(a_hat[l, i, n]) for n, k in enumerate(kernels)},
-                              "kernel": kernels[int(a.argmax())], "edges": edges})
+                cells.append(describe_cell(l, i, a_hat[l, i], op_mask[l, i], kernels, edges))
         return {"format": FORMAT, "version": VERSION, "space": NAME, "layers": self.cfg.layers,
                 "k": self.cfg.k, "level_span": self.cfg.level_span,
                 "strides": [stride(i) for i in range(LEVELS)], "kernel_sizes": kernels,
@@ -411,17 +403,7 @@ def fuse_dense(model: DenseSuperNet) -> FusedDenseNet:
     edge_on = (b_hat != 0) & model.edge_mask
     live = _live_cells(edge_on, slots)
     cells, edges = model.backbone.cells, model.backbone.edges
-    blocks, spec_cells = {}, []
-    for l in range(cfg.layers):
-        row = []
-        for i in range(len(widths)):
-            if not live[l + 1][i]:
-                row.append(None)
-                continue
-            blocks[l, i] = cells[l][i].fuse(a_hat[l, i])
-            row.append(dict(edges=[s for s in range(len(slots)) if edge_on[l, i, s]],
-                            op_channels=cells[l][i].op_channels, blocks=[b.spec() for b in blocks[l, i]]))
-        spec_cells.append(row)
+    blocks, spec_cells = fold_live_cells(cells, a_hat, edge_on, live)
     spec = dict(format=FUSED_FORMAT, version=FUSED_VERSION, space=NAME, in_channels=cfg.in_channels,
                 num_classes=cfg.num_classes, widths=list(widths), head_channels=cfg.head_channels,
                 slots=[list(s) for s in slots], stem=[i for i in range(len(widths)) if live[0][i]], cells=spec_cells)

@@ -137,6 +137,24 @@ def _live_cells(edge_on: Tensor) -> list[list[bool]]:
     return live
 
 
+def fold_live_cells(cells, a_hat: Tensor, edge_on: Tensor, live: list[list[bool]]) -> tuple[dict, list]:
+    """α̂ folded into every live cell's blocks (``Cell.fuse``), and the cells' spec rows: kept incoming edges
+    (indices into ``edge_on``'s last axis), sampled channels, block specs; None for a dead cell. Shared by the
+    folds of the grid-like spaces (grid, dense)."""
+    blocks, spec_cells = {}, []
+    for l, layer in enumerate(cells):
+        row = []
+        for i, cell in enumerate(layer):
+            if not live[l + 1][i]:
+                row.append(None)
+                continue
+            blocks[l, i] = cell.fuse(a_hat[l, i])
+            row.append(dict(edges=[j for j in range(edge_on.shape[-1]) if edge_on[l, i, j]],
+                            op_channels=cell.op_channels, blocks=[b.spec() for b in blocks[l, i]]))
+        spec_cells.append(row)
+    return blocks, spec_cells
+
+
 @torch.no_grad()
 def fuse_grid(model, merge_edges: bool = True) -> FusedSegNet:
     """Fold α̂, β̂, BN and the channel shuffle of a (trained) grid supernet into a :class:`FusedSegNet`.
@@ -148,17 +166,7 @@ def fuse_grid(model, merge_edges: bool = True) -> FusedSegNet:
     edge_on = (b_hat != 0) & model.edge_mask
     live = _live_cells(edge_on)
     cells, edges = model.backbone.cells, model.backbone.edges
-    blocks, spec_cells = {}, []
-    for l in range(cfg.layers):
-        row = []
-        for i in range(len(widths)):
-            if not live[l + 1][i]:
-                row.append(None)
-                continue
-            blocks[l, i] = cells[l][i].fuse(a_hat[l, i])
-            row.append(dict(edges=[j for j in range(EDGE_KINDS) if edge_on[l, i, j]],
-                            op_channels=cells[l][i].op_channels, blocks=[b.spec() for b in blocks[l, i]]))
-        spec_cells.append(row)
+    blocks, spec_cells = fold_live_cells(cells, a_hat, edge_on, live)
     spec = dict(format=FUSED_FORMAT, version=FUSED_VERSION, in_channels=cfg.in_channels, num_classes=cfg.num_classes,
                 widths=list(widths), head_channels=cfg.head_channels, merge_edges=merge_edges,
                 stem=[i for i in range(len(widths)) if live[0][i]], cells=spec_cells)

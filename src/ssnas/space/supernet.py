@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssnas.arch import masked_softmax
+from ssnas.arch import keep_strongest, masked_softmax
 from ssnas.errors import UserError
 from ssnas.space.backbone import Backbone, beta_hat, edge_valid_mask
 from ssnas.space.base import ArchitectureMixin
@@ -102,14 +102,9 @@ class SuperNet(ArchitectureMixin, nn.Module):
                 if edges_per_cell > EDGE_KINDS:
                     raise UserError(f"model.discretize_edges: {edges_per_cell}, expected at most {EDGE_KINDS} (the "
                                     f"incoming edges of a grid cell)")
-                scores = self.beta_hat().masked_fill(~self.edge_mask, -1.0)
-                top = scores.topk(edges_per_cell, dim=-1).indices
-                keep = torch.zeros_like(self.edge_mask).scatter_(-1, top, True)
-                self.edge_mask &= keep
+                self.edge_mask &= keep_strongest(self.edge_mask, self.beta_hat(), edges_per_cell)
             if ops:
-                scores = self.alpha_hat().masked_fill(~self.op_mask, -1.0)
-                keep = torch.zeros_like(self.op_mask).scatter_(-1, scores.argmax(-1, keepdim=True), True)
-                self.op_mask &= keep
+                self.op_mask &= keep_strongest(self.op_mask, self.alpha_hat(), 1)
 
     def prune_edges(self, fraction: float) -> int:
         """Drop the ``fraction`` of currently kept edges with the weakest β̂ (§4.2).

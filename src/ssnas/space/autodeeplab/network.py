@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ssnas.arch import arch_entropies
+from ssnas.arch import arch_entropies, keep_strongest
 from ssnas.space.autodeeplab.cell import INPUTS_PER_BLOCK, PRIMITIVES, SearchCell, cell_edges
 from ssnas.space.autodeeplab.heads import SearchASPP, Stem, upsample_to
 from ssnas.space.base import ArchitectureMixin
@@ -203,9 +203,7 @@ class AutoDeepLab(ArchitectureMixin, nn.Module):
             if edges_per_cell is not None:
                 if edges_per_cell < 1:
                     raise ValueError("edges_per_cell must be >= 1")
-                scores = self.beta_hat().masked_fill(~self.edge_mask, -1.0)
-                top = scores.topk(min(edges_per_cell, len(EDGE_OFFSETS)), dim=-1).indices
-                self.edge_mask &= torch.zeros_like(self.edge_mask).scatter_(-1, top, True)
+                self.edge_mask &= keep_strongest(self.edge_mask, self.beta_hat(), edges_per_cell)
             if ops:
                 keep = torch.zeros_like(self.op_mask)
                 edges = cell_edges(self.cfg.blocks)
