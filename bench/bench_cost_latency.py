@@ -26,6 +26,7 @@ from ssnas.cli.profile import parse_size
 from ssnas.cost.grid import discrete_cost, kept_choices
 from ssnas.cost.latency import measure_table, network_callable, random_one_hot
 from ssnas.export import fuse_supernet
+from ssnas.hardware import steady_allocator
 from ssnas.space import create_model
 
 TARGET = 0.15
@@ -44,6 +45,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    steady = steady_allocator()   # as `ssnas profile --latency` does
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     except OSError:
@@ -52,7 +54,8 @@ def main(argv=None) -> None:
               "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
               "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "threads": args.threads,
-              "rounds": args.rounds, "runtime": args.runtime, "device": args.device, "target": TARGET, "cases": []}
+              "rounds": args.rounds, "runtime": args.runtime, "steady_allocator": steady, "device": args.device,
+              "target": TARGET, "cases": []}
     overrides = {v: o for v, o, _ in CASES}
     for case in args.cases:
         variant, size_text = case.split(":")

@@ -32,3 +32,23 @@ def cpu_tag() -> str:
     except OSError:
         pass
     return hashlib.sha1(f"{cpu_model()}|{platform.machine()}|{flags}".encode()).hexdigest()[:10]
+
+
+def steady_allocator() -> bool:
+    """Fix glibc's mmap and trim thresholds (1 GiB) for this process; True if it took effect.
+
+    By default glibc adapts its mmap threshold to past frees, so a network's large buffers may be mapped,
+    unmapped and page-faulted again on every call, depending on what ran before in the process: a fused
+    network measured 9.8 ms in one process state and 8.0 ms in another (docs/cost-aware.md). Latency
+    measurement calls this once, in its own process, so that parts and whole networks are timed alike."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):   # not glibc (musl has no mallopt)
+        return False
