@@ -17,6 +17,7 @@ from ssnas.cost.latency import CALIBRATION_SEEDS, random_one_hot
 from ssnas.engine.checkpoint import save_checkpoint
 from ssnas.engine.trainer import Trainer
 from ssnas.errors import UserError
+from ssnas.hardware import STEADY_ALLOCATOR
 from ssnas.export import fuse_supernet
 from ssnas.export.budget import discretize_to_budget
 from ssnas.space.fused import _live_cells
@@ -284,7 +285,7 @@ def test_latency_table_structure_and_sum(tmp_path, capsys):
                  "--rounds", "1", "--out", str(out)]) == 0
     table = CostTable.load(out)
     assert table.metric == "latency" and table.input_size == [64, 64] and table.measured["device"] == "cpu"
-    assert table.measured["allocator"] in ("glibc, fixed mmap/trim thresholds", "default")
+    assert table.measured["allocator"] in (STEADY_ALLOCATOR, "default")
     t = table.tensors()
     model = randomized()
     valid = model.edge_mask
@@ -318,3 +319,21 @@ def test_latency_table_structure_and_sum(tmp_path, capsys):
         CostTable.load(out)
     assert main(["profile", "--latency", "--variant", "tiny", "--device", "tpu", "--out", str(tmp_path / "y")]) == 2
     assert len(EDGE_OFFSETS) == 3
+
+
+@pytest.mark.parametrize("allocator", [STEADY_ALLOCATOR, "default"])
+def test_a_budget_times_the_network_in_the_allocator_state_of_its_table(allocator, monkeypatch):
+    """``export --budget`` checks a latency budget by timing the fused network *like the table*: in the
+    allocator state the table was measured in (hardware.steady_allocator), and only then."""
+    import ssnas.hardware
+    from ssnas.cost.latency import measure_table
+    from ssnas.export import fuse_supernet
+    from ssnas.export.budget import measure
+
+    calls = []
+    monkeypatch.setattr(ssnas.hardware, "steady_allocator", lambda: calls.append(1) or True)
+    model = create_model("tiny", num_classes=3).eval()
+    table = measure_table(model, (32, 32), rounds=1, warmup=0, calibrate=False)
+    table.measured["allocator"] = allocator
+    assert measure(fuse_supernet(random_one_hot(model, 0)), table) > 0
+    assert calls == ([1] if allocator == STEADY_ALLOCATOR else [])

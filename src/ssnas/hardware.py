@@ -34,6 +34,9 @@ def cpu_tag() -> str:
     return hashlib.sha1(f"{cpu_model()}|{platform.machine()}|{flags}".encode()).hexdigest()[:10]
 
 
+STEADY_ALLOCATOR = "glibc, fixed mmap/trim thresholds"   # a latency table's ``measured.allocator`` after it
+
+
 def steady_allocator() -> bool:
     """Fix glibc's mmap and trim thresholds (1 GiB) for this process; True if it took effect.
 

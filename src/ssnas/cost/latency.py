@@ -255,10 +255,11 @@ def measure_table(model, input_size, device="cpu", threads: int | None = None, r
     if threads:
         torch.set_num_threads(threads)
     all_parts = parts(model, input_size, device)
+    extra = extra or {}
     references = {("reference", seed): random_one_hot(model, seed) for seed in CALIBRATION_SEEDS} if calibrate \
         else {}
-    extra = {**(extra or {}), **{k: network_callable(fuse_supernet(m), input_size, device, runtime, threads)
-                                 for k, m in references.items()}}
+    networks = {**extra, **{k: network_callable(fuse_supernet(m), input_size, device, runtime, threads)
+                            for k, m in references.items()}}   # timed in the same rounds as the parts
     unique = {}
     for name, sig, module, inputs in all_parts:
         unique.setdefault(sig, (name, module, inputs))
@@ -277,7 +278,7 @@ def measure_table(model, input_size, device="cpu", threads: int | None = None, r
         if progress:
             progress(f"timing {len(fns)} distinct parts ({len(all_parts)} in all), {rounds} rounds")
         clock = pick_clock(device, threads, runtime)
-        ms = time_callables({**fns, **{("extra", k): f for k, f in (extra or {}).items()}}, device, rounds, warmup,
+        ms = time_callables({**fns, **{("extra", k): f for k, f in networks.items()}}, device, rounds, warmup,
                             clock)
     spec = complete_spec(model)
     L, levels, K = len(spec["cells"]), len(spec["widths"]), len(model.cfg.kernel_sizes)
@@ -321,7 +322,6 @@ def measure_table(model, input_size, device="cpu", threads: int | None = None, r
         table.measured["calibration"] = {"references": "random one-hot architectures, seeds "
                                          f"{list(CALIBRATION_SEEDS)}", "network_ms": network, "parts_sum_ms": raw,
                                          "scale": scale}
-        extra = {k: v for k, v in extra.items() if k not in references}
     if extra:
         table.measured["extra"] = {k: ms[("extra", k)] for k in extra}
     return table

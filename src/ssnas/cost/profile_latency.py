@@ -33,11 +33,11 @@ def run_latency(args) -> int:
             raise UserError(f"--num-classes {args.num_classes}: expected a positive integer")
         model = create_model(args.variant, num_classes=args.num_classes)
     runtime = "onnxruntime" if args.onnxruntime else "torch"
-    from ssnas.hardware import steady_allocator
+    from ssnas.hardware import STEADY_ALLOCATOR, steady_allocator
     steady = steady_allocator()   # this process only: parts and networks timed in one allocator state
     table = measure_table(model.eval(), size, device, args.threads, runtime, args.rounds,
                           progress=lambda m: print(f"[profile] {m}", flush=True))
-    table.measured["allocator"] = "glibc, fixed mmap/trim thresholds" if steady else "default"
+    table.measured["allocator"] = STEADY_ALLOCATOR if steady else "default"
     table.save(out)
     print(f"latency table ({runtime}, {device}, {args.threads} thread(s), input {size[0]}x{size[1]}): head "
           f"{table.head:.3f} ms, stem {sum(table.stem):.3f} ms; wrote {out} (use: cost.metric: latency, "

@@ -207,7 +207,7 @@ def _kinds(steps: list) -> str:
 
 def measure(fused, table: CostTable) -> float:
     """The fused network's cost measured directly: the FLOP counter, the parameter count, or its latency timed
-    like the table (same device, runtime and threads)."""
+    like the table (same device, runtime, threads and allocator state)."""
     from ssnas.space.profile import forward_flops
 
     size = tuple(table.input_size)
@@ -216,7 +216,10 @@ def measure(fused, table: CostTable) -> float:
     if table.metric == "params":
         return float(sum(p.numel() for p in fused.parameters()))
     from ssnas.cost.latency import network_latency
+    from ssnas.hardware import STEADY_ALLOCATOR, steady_allocator
     m = table.measured
+    if m.get("allocator") == STEADY_ALLOCATOR:   # the allocator state the table was timed in (hardware.py)
+        steady_allocator()
     return network_latency(fused, size, m.get("device", "cpu"), m.get("runtime", "torch"), m.get("threads"),
                            m.get("rounds", 30))
 
