@@ -10,6 +10,7 @@ from ssnas.engine.checkpoint import load_checkpoint
 from ssnas.engine.schedule import Phases, arch_steps, entropy_scale, poly_lr_factor, scaled_arch_lr
 from ssnas.engine.streams import BatchStream, split_indices
 from ssnas.engine.trainer import Trainer
+from ssnas.hardware import STEADY_ALLOCATOR
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,7 @@ def test_metrics_summary_and_plots(smoke_run):
         assert key in summary
     assert summary["phases"] == {"warmup": [0, 1], "search": [1, 2], "finetune": [2, 3]}
     assert summary["amp"] == {"setting": "none", "used": "none", "reason": "set in the config"}
+    assert summary["allocator"] in (STEADY_ALLOCATOR, "default")   # "default" where glibc's mallopt is missing
     assert summary["entropy"]["alpha"]["start"]["raw"] != summary["entropy"]["alpha"]["end"]["raw"]
     for name in ("entropy", "training", "architecture"):
         assert (smoke_run / "plots" / f"{name}.png").stat().st_size > 1000
@@ -121,6 +123,24 @@ def test_arch_lr_equal_travel_rule(demo_root, tmp_path):
     finally:
         trainer.run_dir.unlock()
 
+
+
+@pytest.mark.parametrize("steady", [True, False])
+def test_cpu_training_fixes_the_allocator_only_when_asked(steady, demo_root, tmp_path, monkeypatch):
+    """run.steady_allocator: set-up calls hardware.steady_allocator once (results do not depend on it; speed
+    does, docs/benchmarks.md), and the summary says which allocator state the run had."""
+    from ssnas.engine import trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "steady_allocator", lambda: calls.append(1) or True)
+    cfg = load_config("smoke", [f"data.root={demo_root}", f"run.steady_allocator={str(steady).lower()}"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer._setup()
+    try:
+        assert calls == ([1] if steady else [])
+        assert trainer.allocator == (STEADY_ALLOCATOR if steady else "default")
+    finally:
+        trainer.run_dir.unlock()
 
 def test_split_modes():
     a, b = split_indices(10, "split", seed=3)

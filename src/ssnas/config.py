@@ -153,6 +153,7 @@ class RunConfig:
     compile: bool = False
     max_bad_steps: int = 5                 # stop after this many consecutive non-finite steps
     threads: Optional[int] = None          # torch.set_num_threads on CPU
+    steady_allocator: bool = True          # CPU: fix glibc's malloc thresholds in this process (hardware.py)
     hessian_every: int = 0                 # dominant eigenvalue of ∇²_{arch} L_B every k epochs, any task (0: off)
 
 

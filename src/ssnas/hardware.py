@@ -43,7 +43,10 @@ def steady_allocator() -> bool:
     By default glibc adapts its mmap threshold to past frees, so a network's large buffers may be mapped,
     unmapped and page-faulted again on every call, depending on what ran before in the process: a fused
     network measured 9.8 ms in one process state and 8.0 ms in another (docs/cost-aware.md). Latency
-    measurement calls this once, in its own process, so that parts and whole networks are timed alike."""
+    measurement calls this once, in its own process, so that parts and whole networks are timed alike; CPU
+    training calls it at set-up (``run.steady_allocator``), so that a step's large activations and gradients
+    are reused from the heap instead of being page-faulted anew (docs/benchmarks.md). Results do not change:
+    only where the memory comes from."""
     import ctypes
     import sys
 

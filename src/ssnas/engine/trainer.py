@@ -36,6 +36,7 @@ from ssnas.engine.rundir import RunDir
 from ssnas.engine.schedule import (FINETUNE, SEARCH, Phases, arch_steps, cosine_lr_factor, entropy_scale,
                                   poly_lr_factor, scaled_arch_lr)
 from ssnas.errors import UserError
+from ssnas.hardware import STEADY_ALLOCATOR, steady_allocator
 
 
 class RunStopped(UserError):
@@ -65,6 +66,9 @@ class Trainer:
         self.device = self.ctx.device
         if cfg.run.threads and self.device.type == "cpu":
             torch.set_num_threads(cfg.run.threads)
+        # large activations reused from the heap, not mapped and page-faulted anew each step (docs/benchmarks.md)
+        self.allocator = STEADY_ALLOCATOR if (cfg.run.steady_allocator and self.device.type == "cpu"
+                                              and steady_allocator()) else "default"
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
@@ -432,6 +436,7 @@ class Trainer:
             "entropy": _entropy_summary(st),
             "wall_time_s": st["wall_time"],
             "amp": {"setting": self.cfg.run.amp, "used": st["amp"], "reason": st["amp_reason"]},
+            "allocator": self.allocator,
             "config_hash": config_hash(self.cfg),
             "checkpoint": str(self.run_dir.last),
         }

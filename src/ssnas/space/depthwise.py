@@ -2,9 +2,10 @@
 
 On CPU, oneDNN's depthwise *weight*-gradient kernel took 5-16x the time of the forward convolution at the
 supernet's shapes: a quarter of a whole search iteration (docs/benchmarks.md, "Faster search iteration").
-``depthwise_conv`` computes the same convolution; its backward takes the input gradient from ATen and the
-weight gradient from a small C++ loop (``csrc/depthwise_weight_grad.cpp``), built once with torch's
-extension builder and cached under the user's torch extensions directory.
+``depthwise_conv`` computes the same convolution as a C++ autograd operator (``torch.ops.ssnas.dw_conv``):
+its backward takes the input gradient from ATen and the weight gradient from a small C++ loop
+(``csrc/depthwise_weight_grad.cpp``), built once with torch's extension builder and cached under the user's
+torch extensions directory.
 
 The plain ATen path is used where the loop does not apply or cannot be built: on GPUs, other dtypes or
 autocast, kernel
@@ -38,8 +39,8 @@ OPENMP_FLAGS = ("-fopenmp",) if sys.platform.startswith("linux") else ()
 
 @functools.lru_cache(maxsize=None)
 def _extension():
-    """The compiled loop (``torch.ops.ssnas.dw_weight_grad``), or None (no compiler, build error, switched off):
-    one message, then ATen."""
+    """The compiled operators (``torch.ops.ssnas``: ``dw_conv``, ``dw_weight_grad``), or None (no compiler, build
+    error, switched off): one message, then ATen."""
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return None
     # built with -march=native: one build per instruction set; and per source text and location, so that two
@@ -57,7 +58,7 @@ def _extension():
             print("[ssnas] building the depthwise CPU kernel (once per machine, about a minute)", file=sys.stderr)
         cpp_extension.load(name, [str(SOURCE)], extra_cflags=["-O3", "-march=native", *OPENMP_FLAGS],
                            extra_ldflags=list(OPENMP_FLAGS), verbose=False, is_python_module=False)
-        return torch.ops.ssnas.dw_weight_grad
+        return torch.ops.ssnas
     except Exception as exc:  # a missing compiler must not stop training: ATen computes the same gradient
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         print(f"[ssnas] depthwise CPU kernel not built ({first}); using ATen's (slower) weight gradient",
@@ -80,31 +81,7 @@ def _applies(x: Tensor, weight: Tensor) -> bool:
 def depthwise_conv(x: Tensor, weight: Tensor) -> Tensor:
     """Stride-1 depthwise convolution with "same" zero padding: ``F.conv2d(x, weight, None, 1, k // 2, 1, C)``."""
     if not torch.compiler.is_compiling() and _applies(x, weight):   # checked first: Dynamo traces nothing else
-        return _DepthwiseConv.apply(x, weight)
+        return _extension().dw_conv(x, weight)
     k = weight.shape[-1]
     return F.conv2d(x, weight, None, 1, k // 2, 1, x.shape[1])
 
-
-class _DepthwiseConv(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        k = weight.shape[-1]
-        return F.conv2d(x, weight, None, 1, k // 2, 1, x.shape[1])
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        x, weight = ctx.saved_tensors
-        k, channels = weight.shape[-1], x.shape[1]
-        need_x, need_w = ctx.needs_input_grad
-        if torch.is_grad_enabled():  # double backward (create_graph): differentiable ATen ops
-            gx = torch.nn.grad.conv2d_input(x.shape, weight, grad, 1, k // 2, 1, channels) if need_x else None
-            gw = torch.nn.grad.conv2d_weight(x, weight.shape, grad, 1, k // 2, 1, channels) if need_w else None
-            return gx, gw
-        gx = gw = None
-        if need_x:
-            gx = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [k // 2, k // 2], [1, 1], False,
-                                                     [0, 0], channels, [True, False, False])[0]
-        if need_w:
-            gw = _extension()(x, grad, k)
-        return gx, gw
