@@ -20,6 +20,15 @@ def masked_softmax(logits: Tensor, valid: Tensor, dim: int = -1) -> Tensor:
     return torch.where(valid, torch.exp(logits - lse), torch.zeros_like(logits))
 
 
+def unbind_rows(t: Tensor, depth: int) -> list:
+    """``t`` as nested lists of views, ``rows[l][i]...`` for the first ``depth`` dims: one ``unbind`` per row
+    instead of a ``select`` per use. A forward that reads every cell's α̂ row and every edge's β̂ scalar then
+    puts a few dozen graph nodes into the architecture step's backward instead of hundreds, each of which
+    zero-filled a full-size gradient to be summed (docs/benchmarks.md)."""
+    rows = t.unbind(0)
+    return list(rows) if depth == 1 else [unbind_rows(r, depth - 1) for r in rows]
+
+
 def keep_strongest(mask: Tensor, scores: Tensor, k: int) -> Tensor:
     """``mask`` narrowed, per row (last dim), to its ``k`` highest ``scores`` (all of a row's when it has
     fewer): the discretization of every space (top edges by β̂, the top choice by α̂). Scores are probabilities

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssnas.arch import masked_softmax
+from ssnas.arch import masked_softmax, unbind_rows
 from ssnas.ops.fold import conv_like, fold_bn
 from ssnas.space.cell import Cell
 from ssnas.space.topology import EDGE_KINDS, EDGE_OFFSETS, LEVELS, edge_source  # noqa: F401 (re-exported)
@@ -101,6 +101,7 @@ class Backbone(nn.Module):
     def forward(self, features: list[Tensor], alpha_hat: Tensor, beta_hat: Tensor) -> list[Tensor]:
         """features: the 4 outputs of layer 0 (the stem); returns the 4 outputs of the last layer."""
         prev = features
+        alphas, betas = unbind_rows(alpha_hat, 2), unbind_rows(beta_hat, 3)
         for l in range(self.layers):
             out = []
             act = [F.relu(p) for p in prev]   # P's ReLU, shared by the (up to 3) edges leaving each cell
@@ -109,8 +110,8 @@ class Backbone(nn.Module):
                 x = None
                 for key, align in self.edges[l][i].items():
                     j = int(key)
-                    term = align(act[edge_source(i, j)], size, activated=True) * beta_hat[l, i, j]   # Eq. 1
+                    term = align(act[edge_source(i, j)], size, activated=True) * betas[l][i][j]   # Eq. 1
                     x = term if x is None else x + term
-                out.append(cell(x, alpha_hat[l, i]))                                      # Eq. 3
+                out.append(cell(x, alphas[l][i]))                                         # Eq. 3
             prev = out
         return prev

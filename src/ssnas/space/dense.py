@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssnas.arch import keep_strongest, masked_softmax
+from ssnas.arch import keep_strongest, masked_softmax, unbind_rows
 from ssnas.errors import UserError
 from ssnas.ops.fold import permute_inputs, set_conv
 from ssnas.space.backbone import ShapeAlign
@@ -154,6 +154,7 @@ class DenseBackbone(nn.Module):
         applied once per source cell, not once per outgoing transmission."""
         recent: deque[list[Tensor]] = deque([[F.relu(f) for f in features]], maxlen=self.k)
         out = features
+        alphas, betas = unbind_rows(alpha_hat, 2), unbind_rows(beta_hat, 3)
         for l in range(self.layers):
             out = []
             for i, cell in enumerate(self.cells[l]):
@@ -162,9 +163,9 @@ class DenseBackbone(nn.Module):
                 for key, align in self.edges[l][i].items():
                     s = int(key)
                     d, off = self.slots[s]
-                    term = align(recent[-d][i + off], size, activated=True) * beta_hat[l, i, s]   # Eq. 1
+                    term = align(recent[-d][i + off], size, activated=True) * betas[l][i][s]   # Eq. 1
                     x = term if x is None else x + term
-                out.append(cell(x, alpha_hat[l, i]))                                          # Eq. 3
+                out.append(cell(x, alphas[l][i]))                                             # Eq. 3
             if l + 1 < self.layers:
                 recent.append([F.relu(o) for o in out])
         return out
