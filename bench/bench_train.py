@@ -26,6 +26,7 @@ checkouts' losses over the first iterations (same seed, same batches).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -89,10 +90,10 @@ def _sync(device) -> None:
 class _Images(torch.utils.data.Dataset):
     """Random normalized images and labels held in memory: the step is measured, not the data."""
 
-    def __init__(self, n: int, crop, seed: int):
+    def __init__(self, n: int, crop, seed: int, classes: int = NUM_CLASSES):
         g = torch.Generator().manual_seed(seed)
         self.images = torch.randn(n, 3, *crop, generator=g)
-        self.labels = torch.randint(0, NUM_CLASSES, (n, *crop), generator=g)
+        self.labels = torch.randint(0, classes, (n, *crop), generator=g)
 
     def __len__(self):
         return len(self.images)
@@ -102,20 +103,22 @@ class _Images(torch.utils.data.Dataset):
 
 
 class SyntheticTask(SegmentationTask):
-    """The segmentation task of ``tasks/segmentation.py`` (its loss) over in-memory random data (19 classes)."""
+    """The segmentation task of ``tasks/segmentation.py`` (its loss) over in-memory random data (19 classes
+    unless told: the demo datasets have 9)."""
 
-    def __init__(self, cfg, variant: str, crop, batch_size: int, seed: int = 0):
+    def __init__(self, cfg, variant: str, crop, batch_size: int, seed: int = 0, classes: int = NUM_CLASSES):
         super().__init__(cfg)
         self.variant, self.crop, self.batch_size, self.seed = variant, tuple(crop), batch_size, seed
+        self.num_classes = classes
 
     def build_model(self):
-        return create_model(self.variant, num_classes=NUM_CLASSES)
+        return create_model(self.variant, num_classes=self.num_classes)
 
     def build_streams(self, rank: int = 0, world: int = 1) -> dict:
         n = max(SYNTHETIC_IMAGES, self.batch_size)
-        a = BatchStream(_Images(n, self.crop, self.seed), range(n), self.batch_size, self.seed, "A", 0, rank, world)
-        b = BatchStream(_Images(n, self.crop, self.seed + 1), range(n), self.batch_size, self.seed, "B", 0, rank,
-                        world)
+        images = functools.partial(_Images, n, self.crop, classes=self.num_classes)
+        a = BatchStream(images(self.seed), range(n), self.batch_size, self.seed, "A", 0, rank, world)
+        b = BatchStream(images(self.seed + 1), range(n), self.batch_size, self.seed, "B", 0, rank, world)
         return {"a": a, "b": b, "finetune": a}
 
     def augment(self, batch: dict, device) -> dict:
@@ -131,7 +134,7 @@ class SyntheticTask(SegmentationTask):
 
 
 def make_trainer(variant: str, crop, batch_size: int, out_dir, device: str = "cpu", threads: int | None = None,
-                 **run) -> Trainer:
+                 classes: int = NUM_CLASSES, **run) -> Trainer:
     """A set-up ``Trainer`` of the search phase on synthetic data; ``run`` overrides ``run.*`` keys
     (amp, compile, channels_last). Call ``trainer.run_dir.unlock()`` when done."""
     cfg = load_config(None, {
@@ -141,7 +144,7 @@ def make_trainer(variant: str, crop, batch_size: int, out_dir, device: str = "cp
         "entropy": {"c_alpha": ENTROPY_C, "c_beta": ENTROPY_C},
         "run": {"device": device, "threads": threads, "tensorboard": False, "progress": False, **run},
     })
-    trainer = Trainer(cfg, out_dir, task=SyntheticTask(cfg, variant, crop, batch_size, cfg.seed))
+    trainer = Trainer(cfg, out_dir, task=SyntheticTask(cfg, variant, crop, batch_size, cfg.seed, classes))
     trainer._setup()
     return trainer
 
@@ -308,6 +311,7 @@ def main(argv=None) -> None:
     p.add_argument("--ab", metavar="DIR", help="side by side against the checkout in DIR (A = DIR, B = this one)")
     p.add_argument("--ab-threads", nargs="+", type=int, default=[1, 2], help="thread counts of --ab")
     p.add_argument("--pairs", type=int, default=AB_PAIRS, help="timed A/B pairs of --ab")
+    p.add_argument("--classes", type=int, default=NUM_CLASSES, help="classes of --ab's synthetic task (demo data: 9)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     p.add_argument("--ab-worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -321,7 +325,7 @@ def main(argv=None) -> None:
         sizes = [parse_size(s) for s in args.sizes]
         print(f"A = {args.ab}, B = {Path(__file__).resolve().parent.parent}; loadavg {_load()}")
         for threads in args.ab_threads:
-            ab_compare(Path(args.ab), args.variants[0], sizes[0], args.batches[0], args.pairs, threads)
+            ab_compare(Path(args.ab), args.variants[0], sizes[0], args.batches[0], args.pairs, threads, args.classes)
         print(f"loadavg after {_load()}")
         return
     torch.set_num_threads(args.threads)
@@ -417,7 +421,8 @@ def _ab_worker(spec: str) -> None:
     torch.set_num_threads(s["threads"])
     import ssnas
     with tempfile.TemporaryDirectory(prefix="ssnas-bench-ab-") as tmp:
-        trainer = make_trainer(s["variant"], s["crop"], s["batch_size"], Path(tmp) / "run", threads=s["threads"])
+        trainer = make_trainer(s["variant"], s["crop"], s["batch_size"], Path(tmp) / "run", threads=s["threads"],
+                               classes=s.get("classes", NUM_CLASSES))
         try:
             print(AB_MARK + json.dumps({"ready": str(Path(ssnas.__file__).parent)}), flush=True)
             for line in sys.stdin:
@@ -464,12 +469,14 @@ class _Worker:
         self.proc.wait()
 
 
-def ab_compare(base: Path, variant: str, crop, batch_size: int, pairs: int, threads: int) -> dict:
+def ab_compare(base: Path, variant: str, crop, batch_size: int, pairs: int, threads: int,
+               classes: int = NUM_CLASSES) -> dict:
     """A (``base``) vs B (this checkout): ``AB_LOSS_ITERS`` iterations compared for losses, then ``pairs``
     timed pairs, alternating A B A B (only one worker runs at a time: the other waits on its stdin)."""
     import json
 
-    spec = json.dumps({"variant": variant, "crop": list(crop), "batch_size": batch_size, "threads": threads})
+    spec = json.dumps({"variant": variant, "crop": list(crop), "batch_size": batch_size, "threads": threads,
+                       "classes": classes})
     here = Path(__file__).resolve().parent.parent
     a, b = _Worker(base, spec), _Worker(here, spec)
     try:
@@ -492,7 +499,7 @@ def ab_compare(base: Path, variant: str, crop, batch_size: int, pairs: int, thre
     ratios = sorted(ta / tb for ta, tb in zip(times_a, times_b))
     cpu_ratios = sorted(ta / tb for ta, tb in zip(cpu_a, cpu_b))
     med = statistics.median(ratios)
-    print(f"{variant} {crop[0]}x{crop[1]} batch {batch_size}, {threads} thread(s), fp32; A = {a.where}, "
+    print(f"{variant} {crop[0]}x{crop[1]} batch {batch_size}, {classes} classes, {threads} thread(s), fp32; A = {a.where}, "
           f"B = {b.where}")
     print(f"  A s/iter median {statistics.median(times_a):.3f} (min {min(times_a):.3f}); B s/iter median "
           f"{statistics.median(times_b):.3f} (min {min(times_b):.3f}); {len(ratios)} interleaved pairs")

@@ -17,10 +17,19 @@ from ssnas.errors import UserError
 from ssnas.tasks import TaskBase, register_task
 
 
+# From this many classes up, ATen's softmax over the last (class) dim is the faster layout for channels-last
+# logits; below it, its kernel over dim 1 (vectorized across pixels) was faster: 6-8x with AVX-512 kernels
+# (4-12 classes, bit-equal), 1.2-6x with AVX2 kernels except at exactly 8 classes (0.93x)
+# (bench/bench_loss.py, docs/benchmarks.md).
+NHWC_MIN_CLASSES = 16
+
+
 def cross_entropy(logits: torch.Tensor, label: torch.Tensor, ignore_index: int, reduction: str = "mean"):
-    """``F.cross_entropy`` over dim 1; channels-last logits (the engine's layout) go through their NHWC view,
-    so the softmax runs over contiguous memory with no layout copy (the loss of a 256×512 batch: 1.8x faster)."""
-    if logits.dim() == 4 and logits.stride(1) == 1 and not logits.is_contiguous():
+    """``F.cross_entropy`` over dim 1. Channels-last logits (the engine's layout) with ``NHWC_MIN_CLASSES`` or
+    more classes go through their NHWC view, so the softmax runs over contiguous memory with no layout copy (the
+    loss of a 256×512 batch of 19 classes: 1.8x faster)."""
+    if (logits.dim() == 4 and logits.stride(1) == 1 and not logits.is_contiguous()
+            and (logits.device.type != "cpu" or logits.shape[1] >= NHWC_MIN_CLASSES)):
         flat = logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
         return F.cross_entropy(flat, label.reshape(-1), ignore_index=ignore_index, reduction=reduction)
     return F.cross_entropy(logits, label, ignore_index=ignore_index, reduction=reduction)
