@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from ssnas.cli.profile import parse_size
+from ssnas.cost.units import parse_size
 from ssnas.cost.grid import discrete_cost, kept_choices
 from ssnas.cost.latency import measure_table, network_callable, random_one_hot
 from ssnas.export import fuse_supernet

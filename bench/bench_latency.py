@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ssnas.cli.profile import parse_size
+from ssnas.cost.units import parse_size
 from ssnas.export import fuse_supernet
 from ssnas.space import create_model
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from ssnas.cli.profile import parse_size
+from ssnas.cost.units import parse_size
 from ssnas.config import load_config
 from ssnas.engine.streams import BatchStream
 try:

@@ -269,7 +269,8 @@ def test_export_budget_cli(tmp_path, demo_root, capsys):
     from ssnas.export import load_fused
     assert forward_flops(load_fused(out), (64, 128)) <= 0.6 * full
     for argv, key in ((["--budget", "lots"], "--budget"), (["--budget", "1k"], "--budget"),
-                      (["--budget", "5ms"], "--table"), (["--metric", "params"], "--budget")):
+                      (["--budget", "5ms"], "--table"), (["--metric", "params"], "--budget"),
+                      (["--budget", "1M", "--cost-size", "64"], "--cost-size")):
         assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "x.pt"), *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and key in err, err

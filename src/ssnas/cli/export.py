@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ssnas.cli.profile import parse_size
+from ssnas.cost.units import parse_size
 from ssnas.errors import UserError
 
 FORMATS = ("torch", "safetensors", "onnx")

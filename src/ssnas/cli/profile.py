@@ -5,19 +5,8 @@ import json
 
 import torch
 
+from ssnas.cost.units import parse_size
 from ssnas.errors import UserError
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'1024x2048' → (1024, 2048); one clear error otherwise."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise UserError(f"--input-size {text!r}: expected HxW with positive integers, e.g. 1024x2048") from None
-    if h <= 0 or w <= 0:
-        raise UserError(f"--input-size {text!r}: sizes must be positive, e.g. 1024x2048")
-    return h, w
 
 
 def register(sub) -> None:

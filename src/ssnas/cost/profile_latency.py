@@ -7,7 +7,7 @@ from ssnas.errors import UserError
 
 
 def run_latency(args) -> int:
-    from ssnas.cli.profile import parse_size
+    from ssnas.cost.units import parse_size
     from ssnas.cost.latency import measure_table
     from ssnas.outputs import check_output_file
 

@@ -1,4 +1,5 @@
-"""Cost budgets as text: ``20G`` FLOPs, ``3M`` parameters, ``15ms`` latency (``cost.target``, ``--budget``).
+"""Cost budgets as text: ``20G`` FLOPs, ``3M`` parameters, ``15ms`` latency (``cost.target``, ``--budget``);
+input sizes as text: ``1024x2048`` (``--input-size``, ``--cost-size``).
 
 Each metric has one base unit: FLOPs (2 × multiply-adds, ``space/profile.py``), parameters (a count), and
 latency in milliseconds. A budget is a positive number with an optional suffix: k, M, G, T (10^3 … 10^12)
@@ -50,3 +51,15 @@ def format_cost(value: float, metric: str) -> str:
             return f"{value / scale:.2f} {suffix}{UNITS[metric]}" if metric == "flops" else \
                 f"{value / scale:.2f} {suffix} params"
     return f"{value:.0f} {UNITS[metric]}"
+
+
+def parse_size(text: str, key: str = "--input-size") -> tuple[int, int]:
+    """``"1024x2048"`` → (1024, 2048); a bad value is one UserError line naming ``key``."""
+    parts = str(text).lower().replace("×", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise UserError(f"{key} {text!r}: expected HxW with positive integers, e.g. 1024x2048") from None
+    if h <= 0 or w <= 0:
+        raise UserError(f"{key} {text!r}: sizes must be positive, e.g. 1024x2048")
+    return h, w

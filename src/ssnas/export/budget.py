@@ -148,7 +148,7 @@ def budget_from_cli(model, payload: dict, args) -> dict:
     FLOPs and parameters: the table's sum is the measurement. Latency: while the measured latency is over
     the budget, the table's aim is lowered by the ratio budget / measured and the rule goes on (at most
     ``LATENCY_RETRIES`` times), so the network meets the budget as measured, not only as the table says."""
-    from ssnas.cli.profile import parse_size
+    from ssnas.cost.units import parse_size
     from ssnas.config import ExperimentConfig, _from_dict
     from ssnas.export.fuse import fuse_supernet
 
@@ -160,7 +160,7 @@ def budget_from_cli(model, payload: dict, args) -> dict:
     except UserError:
         pass   # a checkpoint of an older or foreign config: its data and sizes are then unknown
     if args.cost_size:
-        size = parse_size(args.cost_size)
+        size = parse_size(args.cost_size, "--cost-size")
     elif cfg is not None:
         size = tuple(cfg.cost.input_size or cfg.data.crop_size)
     else:
@@ -225,13 +225,15 @@ def measure(fused, table: CostTable) -> float:
 
 
 def _val_miou(model, cfg) -> float | None:
+    """The val mIoU by the run's own task (the task registry: export knows no task), None where the run's data
+    is not at hand or its task scores otherwise."""
     from pathlib import Path
 
-    if cfg is None or cfg.task != "segmentation" or not cfg.data.root or not Path(cfg.data.root).is_dir():
+    if cfg is None or not cfg.data.root or not Path(cfg.data.root).is_dir():
         return None
-    from ssnas.tasks.segmentation import SegmentationTask
+    from ssnas.tasks import build_task
     try:
-        task = SegmentationTask(cfg)
-        return float(task.evaluate(model.eval())["miou"])
+        miou = build_task(cfg).evaluate(model.eval()).get("miou")
     except UserError:
         return None
+    return None if miou is None else float(miou)
