@@ -25,6 +25,7 @@ BN commute with bilinear interpolation and with average pooling).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import deque
 from dataclasses import dataclass
 
@@ -38,12 +39,12 @@ from ssnas.ops.fold import permute_inputs, set_conv
 from ssnas.space.backbone import ShapeAlign
 from ssnas.space.base import FUSED_FORMAT, FUSED_VERSION, ArchitectureMixin, register_space
 from ssnas.space.cell import Cell
-from ssnas.space.fused import cell_output, fold_live_cells
+from ssnas.space.fused import FusedNetwork, cell_output, fold_live_cells
 from ssnas.space.head import SegmentationHead
 from ssnas.space.operations import FusedBlock
 from ssnas.space.stem import MultiScaleStem
 from ssnas.space.supernet import ARCH_INIT_STD, SpaceConfig, SuperNet
-from ssnas.space.topology import LEVELS, OUTPUT_STRIDE, stride
+from ssnas.space.topology import LEVELS, stride
 from ssnas.space.variants import space_config
 
 NAME = "dense"
@@ -324,45 +325,22 @@ class FusedDenseCell(nn.Module):
         return cell_output(x, self.blocks, self.op_channels)
 
 
-class FusedDenseNet(nn.Module):
+class FusedDenseNet(FusedNetwork):
     """The deployable dense network: stem → live cells (reading the last k layers) → head; rebuilt from its
     plain-value ``spec`` (``spec["space"] == "dense"``)."""
 
-    def __init__(self, spec: dict):
-        super().__init__()
-        self.spec = spec
-        widths = spec["widths"]
-        self.slots = [tuple(s) for s in spec["slots"]]
-        self.k = max(d for d, _ in self.slots)
-        self.stem = nn.ModuleDict()
-        for i in spec["stem"]:
-            half = max(1, widths[i] // 2)
-            self.stem[str(i)] = nn.Sequential(_conv(spec["in_channels"], half, 3, 2), nn.ReLU(),
-                                              _conv(half, half, 3, 1), nn.ReLU(),
-                                              _conv(half, widths[i], 3, 2), nn.ReLU())
-        self.layers = nn.ModuleList(
-            nn.ModuleDict({str(i): FusedDenseCell(widths, i, c, self.slots)
-                           for i, c in enumerate(row) if c is not None})
-            for row in spec["cells"])
-        self.head_fuse = _conv(sum(widths), spec["head_channels"])
-        self.classifier = _conv(spec["head_channels"], spec["num_classes"])
+    @functools.cached_property
+    def slots(self) -> list[tuple[int, int]]:
+        return [tuple(s) for s in self.spec["slots"]]
 
-    def num_edges(self) -> int:
-        return sum(len(c["edges"]) for row in self.spec["cells"] for c in row if c)
+    def make_cell(self, level: int, cell_spec: dict) -> nn.Module:
+        return FusedDenseCell(self.spec["widths"], level, cell_spec, self.slots)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        x = F.pad(x, (0, (-w) % OUTPUT_STRIDE, 0, (-h) % OUTPUT_STRIDE))   # always: a traced graph fits any size
-        levels = len(self.spec["widths"])
-        feats: list[Tensor | None] = [None] * levels
-        for key, branch in self.stem.items():
-            i = int(key)
-            xi = x if i == 0 else F.interpolate(x, scale_factor=0.5 ** i, mode="bilinear", align_corners=False)
-            feats[i] = branch(xi)
-        recent: deque[list] = deque(maxlen=self.k)
+    def run_layers(self, feats: list, size: tuple) -> list:
+        recent: deque[list] = deque(maxlen=max(d for d, _ in self.slots))
         for cells in self.layers:
             recent.append([None if f is None else F.relu(f) for f in feats])
-            out: list[Tensor | None] = [None] * levels
+            out: list[Tensor | None] = [None] * len(feats)
             for key, cell in cells.items():
                 i = int(key)
                 fine = []
@@ -371,13 +349,9 @@ class FusedDenseNet(nn.Module):
                     src = recent[-d][i + off]
                     fine.append(F.avg_pool2d(src, 2 ** -off) if off else src)
                 coarse = [[recent[-self.slots[s][0]][lvl] for s in cell.up[lvl]] for lvl in cell.up_levels]
-                out[i] = cell(fine, coarse, [x.shape[-2] // stride(i), x.shape[-1] // stride(i)])
+                out[i] = cell(fine, coarse, [size[0] // stride(i), size[1] // stride(i)])
             feats = out
-        base = feats[0].shape[-2:]
-        ups = [feats[0]] + [F.interpolate(f, size=base, mode="bilinear", align_corners=False) for f in feats[1:]]
-        logits = self.classifier(F.relu(self.head_fuse(torch.cat(ups, 1))))
-        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits[..., :h, :w]
+        return feats
 
 
 def _live_cells(edge_on: Tensor, slots: list) -> list[list[bool]]:

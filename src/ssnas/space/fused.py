@@ -74,8 +74,9 @@ class FusedCell(nn.Module):
         return cell_output(x, self.blocks, self.op_channels)
 
 
-class FusedSegNet(nn.Module):
-    """The deployable grid network: stem → live cells → head, no architecture parameters."""
+class FusedNetwork(nn.Module):
+    """What every fused space shares: stem → ``layers`` of live cells → head, rebuilt from a plain-value
+    ``spec``. A space adds how its cells are built (``make_cell``) and fed (``run_layers``)."""
 
     def __init__(self, spec: dict):
         super().__init__()
@@ -87,12 +88,18 @@ class FusedSegNet(nn.Module):
             self.stem[str(i)] = nn.Sequential(_conv(spec["in_channels"], half, 3, 2), nn.ReLU(),
                                               _conv(half, half, 3, 1), nn.ReLU(),
                                               _conv(half, widths[i], 3, 2), nn.ReLU())
-        self.layers = nn.ModuleList()
-        for layer in spec["cells"]:
-            self.layers.append(nn.ModuleDict({str(i): FusedCell(widths, i, c, spec["merge_edges"])
-                                              for i, c in enumerate(layer) if c is not None}))
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({str(i): self.make_cell(i, c) for i, c in enumerate(row) if c is not None})
+            for row in spec["cells"])
         self.head_fuse = _conv(sum(widths), spec["head_channels"])
         self.classifier = _conv(spec["head_channels"], spec["num_classes"])
+
+    def make_cell(self, level: int, cell_spec: dict) -> nn.Module:
+        raise NotImplementedError
+
+    def run_layers(self, feats: list, size: tuple) -> list:
+        """The stem's outputs per level (None where pruned) → the last layer's; ``size``: the padded input's."""
+        raise NotImplementedError
 
     def num_edges(self) -> int:
         return sum(len(c["edges"]) for row in self.spec["cells"] for c in row if c)
@@ -107,20 +114,31 @@ class FusedSegNet(nn.Module):
             i = int(key)
             xi = x if i == 0 else F.interpolate(x, scale_factor=0.5 ** i, mode="bilinear", align_corners=False)
             feats[i] = branch(xi)
+        feats = self.run_layers(feats, x.shape[-2:])
+        base = feats[0].shape[-2:]
+        ups = [feats[0]] + [F.interpolate(f, size=base, mode="bilinear", align_corners=False) for f in feats[1:]]
+        logits = self.classifier(F.relu(self.head_fuse(torch.cat(ups, 1))))
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[..., :h, :w]
+
+
+class FusedSegNet(FusedNetwork):
+    """The deployable grid network: stem → live cells → head, no architecture parameters."""
+
+    def make_cell(self, level: int, cell_spec: dict) -> nn.Module:
+        return FusedCell(self.spec["widths"], level, cell_spec, self.spec["merge_edges"])
+
+    def run_layers(self, feats: list, size: tuple) -> list:
         for cells in self.layers:
             act = [None if f is None else F.relu(f) for f in feats]
             out: list[Tensor | None] = [None] * len(feats)
             for key, cell in cells.items():
                 i = int(key)
                 fine = [F.avg_pool2d(act[i - 1], 2) if j == DOWN else act[i] for j in cell.edges if j != UP]
-                size = [x.shape[-2] // stride(i), x.shape[-1] // stride(i)]
-                out[i] = cell(fine, act[i + 1] if UP in cell.edges else None, size)
+                coarse = act[i + 1] if UP in cell.edges else None
+                out[i] = cell(fine, coarse, [size[0] // stride(i), size[1] // stride(i)])
             feats = out
-        base = feats[0].shape[-2:]
-        ups = [feats[0]] + [F.interpolate(f, size=base, mode="bilinear", align_corners=False) for f in feats[1:]]
-        logits = self.classifier(F.relu(self.head_fuse(torch.cat(ups, 1))))
-        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits[..., :h, :w]
+        return feats
 
 
 def _live_cells(edge_on: Tensor) -> list[list[bool]]:
