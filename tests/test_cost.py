@@ -20,7 +20,8 @@ from ssnas.errors import UserError
 from ssnas.hardware import STEADY_ALLOCATOR
 from ssnas.export import fuse_supernet
 from ssnas.export.budget import discretize_to_budget
-from ssnas.space.fused import _live_cells
+from ssnas.space.fused import live_cells
+from ssnas.space.topology import EDGE_SLOTS
 from ssnas.space import create_model
 from ssnas.space.backbone import EDGE_OFFSETS
 from ssnas.space.profile import forward_flops
@@ -107,7 +108,7 @@ def test_expected_cost_is_the_expectation_over_sampled_architectures(tables):
             l, i = divmod(cell, 4)
             on[l, i, j] = True
             p *= float(b_hat[l, i, j])
-        live = _live_cells(on)
+        live = live_cells(on, EDGE_SLOTS)
         cost = table.head + sum(c for c, v in zip(table.stem, live[0]) if v)
         cost += sum(table.edges[l][i][pick[4 * l + i]] + float(op_mean[l, i])
                     for l in range(2) for i in range(4) if live[l + 1][i])
@@ -295,7 +296,7 @@ def test_latency_table_structure_and_sum(tmp_path, capsys):
     assert table.head > 0 and all(s > 0 for s in table.stem)
     model.discretize(edges_per_cell=1, ops=True)
     edge_on, op_kept = kept_choices(model)
-    live = _live_cells(edge_on)
+    live = live_cells(edge_on, EDGE_SLOTS)
     by_hand = table.head + sum(s for s, v in zip(table.stem, live[0]) if v) + sum(
         table.cell[l][i] + table.edges[l][i][j] + table.ops[l][i][k]
         for l in range(2) for i in range(4) if live[l + 1][i]

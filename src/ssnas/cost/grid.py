@@ -32,8 +32,8 @@ from ssnas.cost.table import CostTable
 from ssnas.errors import UserError
 from ssnas.space.base import FUSED_FORMAT as FORMAT
 from ssnas.space.base import FUSED_VERSION as VERSION
-from ssnas.space.fused import FusedSegNet, _live_cells
-from ssnas.space.topology import DOWN, SAME, UP
+from ssnas.space.fused import FusedSegNet, live_cells
+from ssnas.space.topology import DOWN, EDGE_SLOTS, SAME, UP
 from ssnas.space.backbone import EDGE_OFFSETS
 from ssnas.space.operations import SqueezeExcite
 
@@ -192,7 +192,7 @@ def discrete_cost(table: CostTable, edge_on: Tensor, op_kept: Tensor, merge_edge
     kernel's block), summed from the table."""
     kernels = list(table.space["kernel_sizes"])
     output = table.space.get("mixture", "kernel") == "output"
-    live = _live_cells(edge_on)
+    live = live_cells(edge_on, EDGE_SLOTS)
     total = table.head + sum(c for c, on in zip(table.stem, live[0]) if on)
     L, levels = edge_on.shape[:2]
     for l in range(L):

@@ -39,7 +39,7 @@ from ssnas.ops.fold import permute_inputs, set_conv
 from ssnas.space.backbone import ShapeAlign
 from ssnas.space.base import FUSED_FORMAT, FUSED_VERSION, ArchitectureMixin, register_space
 from ssnas.space.cell import Cell
-from ssnas.space.fused import FusedNetwork, cell_output, fold_live_cells
+from ssnas.space.fused import FusedNetwork, cell_output, fold_live_cells, live_cells
 from ssnas.space.head import SegmentationHead
 from ssnas.space.operations import FusedBlock
 from ssnas.space.stem import MultiScaleStem
@@ -354,20 +354,6 @@ class FusedDenseNet(FusedNetwork):
         return feats
 
 
-def _live_cells(edge_on: Tensor, slots: list) -> list[list[bool]]:
-    """Cells whose output reaches the head through kept transmissions; index 0 is the stem, l+1 the layer l."""
-    layers, levels = edge_on.shape[:2]
-    live = [[False] * levels for _ in range(layers + 1)]
-    live[layers] = [True] * levels
-    for l in range(layers - 1, -1, -1):
-        for i in range(levels):
-            if live[l + 1][i]:
-                for s, (d, off) in enumerate(slots):
-                    if edge_on[l, i, s]:
-                        live[l + 1 - d][i + off] = True
-    return live
-
-
 @torch.no_grad()
 def fuse_dense(model: DenseSuperNet) -> FusedDenseNet:
     """Fold α̂, β̂, BN and the channel shuffle of a dense supernet; exact in eval mode. Transmissions with β̂ = 0
@@ -376,7 +362,7 @@ def fuse_dense(model: DenseSuperNet) -> FusedDenseNet:
     widths = cfg.widths
     a_hat, b_hat = model.alpha_hat().detach(), model.beta_hat().detach()
     edge_on = (b_hat != 0) & model.edge_mask
-    live = _live_cells(edge_on, slots)
+    live = live_cells(edge_on, slots)
     cells, edges = model.backbone.cells, model.backbone.edges
     blocks, spec_cells = fold_live_cells(cells, a_hat, edge_on, live)
     spec = dict(format=FUSED_FORMAT, version=FUSED_VERSION, space=NAME, in_channels=cfg.in_channels,

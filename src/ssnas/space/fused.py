@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ssnas.ops.fold import permute_inputs, set_conv
 from ssnas.space.base import FUSED_FORMAT, FUSED_VERSION
 from ssnas.space.operations import FusedBlock
-from ssnas.space.topology import DOWN, EDGE_KINDS, EDGE_OFFSETS, OUTPUT_STRIDE, UP, edge_source, stride
+from ssnas.space.topology import DOWN, EDGE_OFFSETS, EDGE_SLOTS, OUTPUT_STRIDE, UP, edge_source, stride
 
 
 def _conv(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -141,17 +141,19 @@ class FusedSegNet(FusedNetwork):
         return feats
 
 
-def _live_cells(edge_on: Tensor) -> list[list[bool]]:
-    """Cells whose output reaches the head through kept edges; index 0 is the stem, l+1 the layer l."""
+def live_cells(edge_on: Tensor, slots) -> list[list[bool]]:
+    """Cells whose output reaches the head through kept edges; index 0 is the stem, l+1 the layer l.
+    ``slots[s]``: (layers back, level offset) of the edge in slot s of β's last axis (the grid's:
+    ``topology.EDGE_SLOTS``; a dense space's reach further back)."""
     layers, levels = edge_on.shape[:2]
     live = [[False] * levels for _ in range(layers + 1)]
     live[layers] = [True] * levels
     for l in range(layers - 1, -1, -1):
         for i in range(levels):
             if live[l + 1][i]:
-                for j in range(EDGE_KINDS):
-                    if edge_on[l, i, j]:
-                        live[l][edge_source(i, j, levels)] = True
+                for s, (d, off) in enumerate(slots):
+                    if edge_on[l, i, s]:
+                        live[l + 1 - d][i + off] = True
     return live
 
 
@@ -182,7 +184,7 @@ def fuse_grid(model, merge_edges: bool = True) -> FusedSegNet:
     widths = cfg.widths
     a_hat, b_hat = model.alpha_hat().detach(), model.beta_hat().detach()
     edge_on = (b_hat != 0) & model.edge_mask
-    live = _live_cells(edge_on)
+    live = live_cells(edge_on, EDGE_SLOTS)
     cells, edges = model.backbone.cells, model.backbone.edges
     blocks, spec_cells = fold_live_cells(cells, a_hat, edge_on, live)
     spec = dict(format=FUSED_FORMAT, version=FUSED_VERSION, in_channels=cfg.in_channels, num_classes=cfg.num_classes,

@@ -15,6 +15,7 @@ EDGE_OFFSETS = (-1, 0, 1)              # source level - target level, per slot o
 EDGE_NAMES = ("down", "same", "up")    # from stride s/2 (finer), s, 2s (coarser)
 DOWN, SAME, UP = range(len(EDGE_OFFSETS))
 EDGE_KINDS = len(EDGE_OFFSETS)         # 3 incoming edge slots per cell (2 valid at the border levels)
+EDGE_SLOTS = tuple((1, offset) for offset in EDGE_OFFSETS)   # (layers back, level offset): the previous layer only
 
 
 def stride(level: int) -> int:
