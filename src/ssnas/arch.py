@@ -37,6 +37,29 @@ def keep_strongest(mask: Tensor, scores: Tensor, k: int) -> Tensor:
     return mask & torch.zeros_like(mask).scatter_(-1, order[..., :k], True)
 
 
+def prune_weakest(mask: Tensor, scores: Tensor, fraction: float) -> tuple[Tensor, int]:
+    """§4.2's pruning, for every space: drop ``round(fraction · kept)`` of ``mask``'s kept entries, weakest
+    ``scores`` first (β̂: ranked by their weight within their cell, the paper's approximation; ties to the lower
+    index), never a row's (cell's, node's) last one. Returns the new mask and the number dropped."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    slots = mask.shape[-1]
+    flat = mask.reshape(-1).clone()
+    target = int(round(fraction * int(flat.sum())))
+    kept = torch.nonzero(flat).squeeze(1)
+    per_row = mask.reshape(-1, slots).sum(-1)
+    dropped = 0
+    for idx in kept[torch.argsort(scores.reshape(-1)[kept], stable=True)].tolist():
+        if dropped >= target:
+            break
+        row = idx // slots
+        if per_row[row] > 1:
+            flat[idx] = False
+            per_row[row] -= 1
+            dropped += 1
+    return flat.reshape(mask.shape), dropped
+
+
 def entropy(probs: Tensor, valid: Tensor) -> Tensor:
     """Shannon entropy H(p) = -Σ p ln p per row (nats), over valid entries."""
     safe = torch.where(valid, probs, torch.ones_like(probs)).clamp_min(_TINY)

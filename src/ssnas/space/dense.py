@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssnas.arch import keep_strongest, masked_softmax, unbind_rows
+from ssnas.arch import keep_strongest, masked_softmax, prune_weakest, unbind_rows
 from ssnas.errors import UserError
 from ssnas.ops.fold import permute_inputs, set_conv
 from ssnas.space.backbone import ShapeAlign
@@ -235,26 +235,9 @@ class DenseSuperNet(ArchitectureMixin, nn.Module):
     def prune_edges(self, fraction: float) -> int:
         """Drop the ``fraction`` of kept transmissions with the weakest β̂ — ranked within their cell, as the
         grid's (§4.2) — never a cell's last one. Returns the number dropped."""
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-        slots = len(self.slots)
         with torch.no_grad():
-            mask = self.edge_mask.reshape(-1, slots).clone()
-            target = int(round(fraction * int(mask.sum())))
-            scores = self.beta_hat().reshape(-1)
-            flat = torch.nonzero(mask.reshape(-1)).squeeze(1)
-            order = flat[torch.argsort(scores[flat], stable=True)]
-            per_cell = mask.sum(-1)
-            dropped = 0
-            for idx in order.tolist():
-                if dropped >= target:
-                    break
-                cell, s = divmod(idx, slots)
-                if per_cell[cell] > 1:
-                    mask[cell, s] = False
-                    per_cell[cell] -= 1
-                    dropped += 1
-            self.edge_mask.copy_(mask.reshape(self.edge_mask.shape))
+            mask, dropped = prune_weakest(self.edge_mask, self.beta_hat(), fraction)
+            self.edge_mask.copy_(mask)
         return dropped
 
     # ----------------------------------------------------------------- export, cost, description

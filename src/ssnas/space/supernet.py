@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssnas.arch import keep_strongest, masked_softmax
+from ssnas.arch import keep_strongest, masked_softmax, prune_weakest
 from ssnas.errors import UserError
 from ssnas.space.backbone import Backbone, beta_hat, edge_valid_mask
 from ssnas.space.base import ArchitectureMixin
@@ -111,26 +111,9 @@ class SuperNet(ArchitectureMixin, nn.Module):
 
         Edges are ranked by β̂, i.e. by their relative importance within their cell (the paper's
         approximation); a cell's last edge is never dropped. Returns the number of edges dropped."""
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
         with torch.no_grad():
-            kept = self.edge_mask.clone()
-            target = int(round(fraction * int(kept.sum())))
-            scores = self.beta_hat()
-            flat_idx = torch.nonzero(kept.reshape(-1)).squeeze(1)
-            order = flat_idx[torch.argsort(scores.reshape(-1)[flat_idx], stable=True)]
-            per_cell = kept.sum(-1).reshape(-1)
-            dropped = 0
-            mask = kept.reshape(-1)
-            for idx in order.tolist():
-                if dropped >= target:
-                    break
-                cell = idx // EDGE_KINDS
-                if per_cell[cell] > 1:
-                    mask[idx] = False
-                    per_cell[cell] -= 1
-                    dropped += 1
-            self.edge_mask.copy_(mask.reshape(self.edge_mask.shape))
+            mask, dropped = prune_weakest(self.edge_mask, self.beta_hat(), fraction)
+            self.edge_mask.copy_(mask)
         return dropped
 
     def num_edges(self) -> int:

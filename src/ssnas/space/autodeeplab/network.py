@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ssnas.arch import arch_entropies, keep_strongest
+from ssnas.arch import arch_entropies, keep_strongest, prune_weakest
 from ssnas.space.autodeeplab.cell import INPUTS_PER_BLOCK, PRIMITIVES, SearchCell, cell_edges
 from ssnas.space.autodeeplab.heads import SearchASPP, Stem, upsample_to
 from ssnas.space.base import ArchitectureMixin
@@ -215,24 +215,9 @@ class AutoDeepLab(ArchitectureMixin, nn.Module):
     def prune_edges(self, fraction: float) -> int:
         """Drop the ``fraction`` of currently kept transitions with the weakest β̂ (§4.2 of the single-stage
         paper), never a node's last incoming one. Returns the number dropped."""
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
         with torch.no_grad():
-            mask = self.edge_mask.clone().reshape(-1)
-            target = int(round(fraction * int(mask.sum())))
-            scores = self.beta_hat().reshape(-1)
-            kept = torch.nonzero(mask).squeeze(1)
-            per_node = self.edge_mask.sum(-1).reshape(-1)
-            dropped = 0
-            for idx in kept[torch.argsort(scores[kept], stable=True)].tolist():
-                if dropped >= target:
-                    break
-                node = idx // len(EDGE_OFFSETS)
-                if per_node[node] > 1:
-                    mask[idx] = False
-                    per_node[node] -= 1
-                    dropped += 1
-            self.edge_mask.copy_(mask.reshape(self.edge_mask.shape))
+            mask, dropped = prune_weakest(self.edge_mask, self.beta_hat(), fraction)
+            self.edge_mask.copy_(mask)
         return dropped
 
     def num_edges(self) -> int:
