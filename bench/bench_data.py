@@ -12,6 +12,8 @@ nothing here, so the sum is an upper bound of the per-image cost).
 
     .venv/bin/python bench/bench_data.py --images 8 --workers 0 2
     .venv/bin/python bench/bench_data.py --images 4 --workers 0 --compare --device cpu
+    .venv/bin/python bench/bench_data.py --root data/demo-proxy --crop 96 192 --batch-size 8 --batches 40 \
+        --workers 0 --cache-mib 0 256 --repeat 3      # the decoded-sample cache at the proxy scale
 """
 from __future__ import annotations
 
@@ -79,17 +81,22 @@ def _mask_to_int64(mask, **_):
 
 def measure_pipeline(root, workers: int, batch_size: int = 2, batches: int = 4,
                      crop_size=(512, 1024), warmup_batches: int = 1, mode: str = "current",
-                     device: str = "cpu") -> dict:
+                     device: str = "cpu", cache_mib: int = 0) -> dict:
     """Images/s of ``DataLoader(build_dataset(train=True))`` over ``batches`` batches after warm-up.
 
     ``mode``: "current" (workers decode + collate; ``device_images_per_s``: BatchAugment on ``device``) or
-    "albumentations" (the former per-image CPU augmentation in the workers)."""
+    "albumentations" (the former per-image CPU augmentation in the workers). ``cache_mib`` > 0: the dataset's
+    decoded-sample cache (``data.cache_mib``), warmed by one load of every sample first, as a training stream's
+    second pass finds it (it fills where ``load`` runs: with 0 workers, in this process)."""
     from ssnas.data.augment import BatchAugment
     from ssnas.engine.streams import collate
 
     cfg = DataConfig(format="folder", root=str(root), crop_size=tuple(crop_size), workers=workers,
-                     batch_size=batch_size)
+                     batch_size=batch_size, cache_mib=cache_mib)
     dataset = build_dataset(cfg, cfg.train_split, train=True)
+    if cache_mib:
+        for i in range(len(dataset)):
+            dataset.load(i)
     if mode == "albumentations":
         legacy = albumentations_transform(cfg)
         dataset.transform = lambda image, mask: legacy(image=image, mask=mask)
@@ -118,7 +125,7 @@ def measure_pipeline(root, workers: int, batch_size: int = 2, batches: int = 4,
                 torch.cuda.synchronize()
             device_seconds += time.perf_counter() - t
     out = {"mode": mode, "workers": workers, "batch_size": batch_size, "images": count, "seconds": seconds,
-           "images_per_s": count / seconds, "crop": tuple(crop_size)}
+           "images_per_s": count / seconds, "crop": tuple(crop_size), "cache_mib": cache_mib}
     if augment is not None:
         out.update(device=device, device_seconds=device_seconds, device_images_per_s=count / device_seconds,
                    end_to_end_images_per_s=count / (seconds + device_seconds))
@@ -134,12 +141,16 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", type=int, default=4, help="timed batches per worker count")
     parser.add_argument("--compare", action="store_true", help="also time the former albumentations pipeline")
     parser.add_argument("--device", default="cpu", help="where BatchAugment runs (cpu, cuda)")
+    parser.add_argument("--cache-mib", type=int, nargs="+", default=[0],
+                        help="data.cache_mib values to compare (0: no cache; >0: warmed first, 0 workers only)")
+    parser.add_argument("--crop", type=int, nargs=2, default=[512, 1024], metavar=("H", "W"))
     parser.add_argument("--repeat", type=int, default=1,
                         help="measure the pipelines alternately this many times and keep each one's best run "
                              "(on a shared machine, load drifts between consecutive measurements)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     modes = ["albumentations", "current"] if args.compare else ["current"]
+    modes += [f"cache {m} MiB" for m in args.cache_mib if m]
     with tempfile.TemporaryDirectory(prefix="ssnas-bench-") as tmp:
         root = Path(args.root) if args.root else make_full_size_tree(Path(tmp), args.images)
         print(f"{'pipeline':>14} {'workers':>7} {'batch':>5} {'images':>6} {'loader img/s':>12} "
@@ -148,13 +159,15 @@ def main(argv=None) -> None:
             best = {}
             for _ in range(args.repeat):
                 for mode in modes:
-                    r = measure_pipeline(root, workers, args.batch_size, args.batches, mode=mode, device=args.device)
-                    key = "end_to_end_images_per_s" if mode == "current" else "images_per_s"
+                    cache = int(mode.split()[1]) if mode.startswith("cache") else 0
+                    r = measure_pipeline(root, workers, args.batch_size, args.batches, tuple(args.crop),
+                                         mode="current" if cache else mode, device=args.device, cache_mib=cache)
+                    key = "end_to_end_images_per_s" if "end_to_end_images_per_s" in r else "images_per_s"
                     if mode not in best or r[key] > best[mode][key]:
                         best[mode] = r
             for mode in modes:
                 r = best[mode]
-                aug = (f"{r['device_images_per_s']:>9.2f} {r['device']:<3}" if mode == "current"
+                aug = (f"{r['device_images_per_s']:>9.2f} {r['device']:<3}" if "device" in r
                        else f"{'(in loader)':>13}")
                 e2e = r.get("end_to_end_images_per_s", r["images_per_s"])
                 print(f"{mode:>14} {r['workers']:>7} {r['batch_size']:>5} {r['images']:>6} "

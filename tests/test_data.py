@@ -110,6 +110,40 @@ def test_folder_dataset_labels_and_unlabelled_split(folder_tree):
         build_dataset(c, "test", train=True)
 
 
+
+@pytest.mark.parametrize("cache_mib", [0, 1])
+def test_decoded_samples_are_cached_within_the_budget(folder_tree, tmp_path, cache_mib):
+    """data.cache_mib: a sample decoded once is served from memory (its files may even be gone), as a copy a
+    transform may write into; with no budget every load reads the files."""
+    import shutil
+    root = tmp_path / "data"
+    shutil.copytree(folder_tree, root)
+    ds = build_dataset(cfg(root, cache_mib=cache_mib), "train", train=False)
+    first = [ds.load(i) for i in range(len(ds))]
+    for image, label in (ds.samples[i] for i in range(len(ds))):
+        image.unlink()
+        label.unlink()
+    if cache_mib == 0:
+        with pytest.raises((OSError, UserError)):
+            ds.load(0)
+        return
+    for i, (image, label) in enumerate(first):
+        again = ds.load(i)
+        np.testing.assert_array_equal(again[0], image)
+        np.testing.assert_array_equal(again[1], label)
+        again[0][:] = 0                                    # a copy: the cached sample is untouched
+        assert ds.load(i)[0].max() == image.max()
+
+
+def test_the_cache_stops_at_its_budget(folder_tree):
+    ds = build_dataset(cfg(folder_tree), "train", train=False)
+    image, label = ds.load(0)
+    ds = build_dataset(cfg(folder_tree), "train", train=False)
+    ds.cache_bytes = 2 * (image.nbytes + label.nbytes)       # room for two of the (equal-sized) samples
+    for i in range(len(ds)):
+        ds.load(i)
+    assert len(ds._cache) == 2 and ds._cached_bytes <= ds.cache_bytes
+
 def test_class_table_colorize_and_cityscapes_table(folder_tree):
     table = ClassTable.from_yaml(folder_tree / "classes.yaml")
     label = np.array([[0, 1], [2, 255]], dtype=np.uint8)

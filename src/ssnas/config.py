@@ -66,6 +66,7 @@ class DataConfig:
     batch_size: int = 16
     eval_batch_size: int = 1
     workers: int = 4
+    cache_mib: int = 256                   # decoded samples kept in memory per process up to this size (0: off)
 
 
 @dataclass
@@ -249,7 +250,7 @@ BOUNDS = {
     "data.crop_size": "[1, 16384]", "data.scale_range": "(0, 16]", "data.hflip": "[0, 1]",
     "data.color_jitter": "[0, 1]", "data.gauss_noise": "[0, 1]", "data.mean": "[0, 1]", "data.std": "(0, 1]",
     "data.ignore_index": "[0, 255]", "data.batch_size": "[1, inf)", "data.eval_batch_size": "[1, inf)",
-    "data.workers": "[0, 256]",
+    "data.workers": "[0, 256]", "data.cache_mib": "[0, inf)",
     "protocol.epochs": "[1, inf)", "protocol.warmup": "[0, 1]", "protocol.search": "[0, 1]",
     "protocol.finetune": "[0, 1]", "protocol.entropy_start": "[0, 1]", "protocol.iters_per_epoch": "[1, inf)",
     "optim.lr": "(0, inf)", "optim.momentum": "[0, 1)", "optim.weight_decay": "[0, inf)",
