@@ -110,7 +110,6 @@ def test_folder_dataset_labels_and_unlabelled_split(folder_tree):
         build_dataset(c, "test", train=True)
 
 
-
 @pytest.mark.parametrize("cache_mib", [0, 1])
 def test_decoded_samples_are_cached_within_the_budget(folder_tree, tmp_path, cache_mib):
     """data.cache_mib: a sample decoded once is served from memory (its files may even be gone), as a copy a
@@ -143,6 +142,7 @@ def test_the_cache_stops_at_its_budget(folder_tree):
     for i in range(len(ds)):
         ds.load(i)
     assert len(ds._cache) == 2 and ds._cached_bytes <= ds.cache_bytes
+
 
 def test_class_table_colorize_and_cityscapes_table(folder_tree):
     table = ClassTable.from_yaml(folder_tree / "classes.yaml")

@@ -124,7 +124,6 @@ def test_arch_lr_equal_travel_rule(demo_root, tmp_path):
         trainer.run_dir.unlock()
 
 
-
 @pytest.mark.parametrize("steady", [True, False])
 def test_cpu_training_fixes_the_allocator_only_when_asked(steady, demo_root, tmp_path, monkeypatch):
     """run.steady_allocator: set-up calls hardware.steady_allocator once (results do not depend on it; speed
@@ -141,6 +140,7 @@ def test_cpu_training_fixes_the_allocator_only_when_asked(steady, demo_root, tmp
         assert trainer.allocator == (STEADY_ALLOCATOR if steady else "default")
     finally:
         trainer.run_dir.unlock()
+
 
 def test_split_modes():
     a, b = split_indices(10, "split", seed=3)

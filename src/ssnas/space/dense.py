@@ -39,7 +39,7 @@ from ssnas.ops.fold import permute_inputs, set_conv
 from ssnas.space.backbone import ShapeAlign
 from ssnas.space.base import FUSED_FORMAT, FUSED_VERSION, ArchitectureMixin, register_space
 from ssnas.space.cell import Cell
-from ssnas.space.fused import FusedNetwork, cell_output, fold_live_cells, live_cells
+from ssnas.space.fused import FusedNetwork, _conv, cell_output, fold_live_cells, live_cells
 from ssnas.space.head import SegmentationHead
 from ssnas.space.operations import FusedBlock
 from ssnas.space.stem import MultiScaleStem
@@ -279,10 +279,6 @@ class DenseSuperNet(ArchitectureMixin, nn.Module):
 
 
 # ---------------------------------------------------------------------------- the fused network
-def _conv(cin: int, cout: int, kernel: int = 1, stride_: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, kernel, stride_, kernel // 2, bias=True)
-
-
 class FusedDenseCell(nn.Module):
     """Eq. 1 with β̂ folded: one conv over the same/finer sources (pooled, concatenated) and one per coarser
     source level (at its resolution, then upsampled); then the cell's folded blocks (Eq. 3, α̂ folded)."""
