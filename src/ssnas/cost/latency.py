@@ -52,9 +52,8 @@ from torch import nn
 from ssnas.cost.grid import complete_spec, discrete_cost, kept_choices
 from ssnas.cost.table import CostTable
 from ssnas.space.fused import FusedSegNet, _conv
-from ssnas.space.topology import DOWN, SAME, UP
 from ssnas.space.backbone import EDGE_OFFSETS
-from ssnas.space.supernet import OUTPUT_STRIDE
+from ssnas.space.topology import DOWN, SAME, UP, pad_to_stride, padded_size
 
 
 
@@ -66,7 +65,7 @@ class _Head(nn.Module):
 
     def forward(self, x, f0, f1, f2, f3):
         h, w = x.shape[-2:]
-        x = F.pad(x, (0, (-w) % OUTPUT_STRIDE, 0, (-h) % OUTPUT_STRIDE))
+        x = pad_to_stride(x, always=True)
         base = f0.shape[-2:]
         ups = [f0] + [F.interpolate(f, size=base, mode="bilinear", align_corners=False) for f in (f1, f2, f3)]
         logits = self.classifier(F.relu(self.head_fuse(torch.cat(ups, 1))))
@@ -136,8 +135,7 @@ class _CellRest(nn.Module):
 
 def level_shapes(spec: dict, input_size) -> list:
     """(C, H, W) of each level's feature map in the fused network for an H×W input (padded to 32)."""
-    h = input_size[0] + (-input_size[0]) % OUTPUT_STRIDE
-    w = input_size[1] + (-input_size[1]) % OUTPUT_STRIDE
+    h, w = padded_size(input_size)
     return [(c, h // (4 * 2 ** i), w // (4 * 2 ** i)) for i, c in enumerate(spec["widths"])]
 
 

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ssnas.ops.fold import permute_inputs, set_conv
 from ssnas.space.base import FUSED_FORMAT, FUSED_VERSION
 from ssnas.space.operations import FusedBlock
-from ssnas.space.topology import DOWN, EDGE_OFFSETS, EDGE_SLOTS, OUTPUT_STRIDE, UP, edge_source, stride
+from ssnas.space.topology import DOWN, EDGE_OFFSETS, EDGE_SLOTS, UP, edge_source, pad_to_stride, stride
 
 
 def _conv(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -106,9 +106,7 @@ class FusedNetwork(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
-        # pad to a multiple of the coarsest stride, crop the logits back: unconditionally, so that an
-        # exported graph (traced at one size) stays valid for every size
-        x = F.pad(x, (0, (-w) % OUTPUT_STRIDE, 0, (-h) % OUTPUT_STRIDE))
+        x = pad_to_stride(x, always=True)   # cropped back below, unconditionally too (exported graphs)
         feats: list[Tensor | None] = [None] * len(self.spec["widths"])
         for key, branch in self.stem.items():
             i = int(key)

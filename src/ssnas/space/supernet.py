@@ -21,7 +21,7 @@ from ssnas.space.backbone import Backbone, beta_hat, edge_valid_mask
 from ssnas.space.base import ArchitectureMixin
 from ssnas.space.head import SegmentationHead
 from ssnas.space.stem import MultiScaleStem
-from ssnas.space.topology import EDGE_KINDS, LEVELS, OUTPUT_STRIDE  # noqa: F401 (OUTPUT_STRIDE re-exported)
+from ssnas.space.topology import EDGE_KINDS, LEVELS, pad_to_stride
 
 ARCH_INIT_STD = 1e-3    # DARTS / Auto-DeepLab initialize architecture logits near zero
 
@@ -122,13 +122,11 @@ class SuperNet(ArchitectureMixin, nn.Module):
     # ----------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
-        ph, pw = (-h) % OUTPUT_STRIDE, (-w) % OUTPUT_STRIDE
-        if ph or pw:  # pad to a multiple of the coarsest stride, crop the logits back
-            x = F.pad(x, (0, pw, 0, ph))
+        x = pad_to_stride(x)
         a_hat, b_hat = self.alpha_hat(), self.beta_hat()   # once per forward
         features = self.backbone(self.stem(x), a_hat, b_hat)
         logits = self.head(features, x.shape[-2:])
-        return logits[..., :h, :w] if (ph or pw) else logits
+        return logits[..., :h, :w] if x.shape[-2:] != (h, w) else logits
 
     # ----------------------------------------------------------------- export, cost, description
     def fuse(self, merge_edges: bool = True) -> nn.Module:

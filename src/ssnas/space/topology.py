@@ -18,6 +18,22 @@ EDGE_KINDS = len(EDGE_OFFSETS)         # 3 incoming edge slots per cell (2 valid
 EDGE_SLOTS = tuple((1, offset) for offset in EDGE_OFFSETS)   # (layers back, level offset): the previous layer only
 
 
+def padded_size(size, multiple: int = OUTPUT_STRIDE) -> tuple[int, int]:
+    """(H, W) rounded up to a multiple of the coarsest stride, so that every level's size halves exactly."""
+    return tuple(int(n) + (-int(n)) % multiple for n in size)
+
+
+def pad_to_stride(x, multiple: int = OUTPUT_STRIDE, always: bool = False):
+    """``x`` zero-padded right and bottom to :func:`padded_size`; the caller crops its logits back with
+    ``[..., :h, :w]``. ``always`` pads even by zero, so that a graph traced at one size (an exported network)
+    stays valid for every size; otherwise an input already of that size is returned as is."""
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    return F.pad(x, (0, pw, 0, ph)) if (always or ph or pw) else x
+
+
 def stride(level: int) -> int:
     """The output stride of ``level``."""
     return STEM_STRIDE * 2 ** level

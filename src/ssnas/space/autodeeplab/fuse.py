@@ -19,6 +19,7 @@ from ssnas.space.autodeeplab.cell import Cell, Preprocess, fuse_tree
 from ssnas.space.autodeeplab.heads import SearchASPP, Stem, upsample_to
 from ssnas.space.autodeeplab.network import (EDGE_OFFSETS, LEVELS, OUTPUT_STRIDE, AutoDeepLab, AutoDeepLabConfig,
                                              aspp_rate, levels_at, node_channels, prev_prev_level)
+from ssnas.space.topology import pad_to_stride
 
 
 class FusedAutoDeepLab(nn.Module):
@@ -61,9 +62,7 @@ class FusedAutoDeepLab(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
-        ph, pw = (-h) % OUTPUT_STRIDE, (-w) % OUTPUT_STRIDE
-        if ph or pw:
-            x = nn.functional.pad(x, (0, pw, 0, ph))
+        x = pad_to_stride(x, OUTPUT_STRIDE)
         H, W = x.shape[-2:]
         s2, s4 = self.stem(x)
         nodes = [[s2], [s4]]
@@ -82,7 +81,7 @@ class FusedAutoDeepLab(nn.Module):
         for head, feat in zip(self.heads, nodes[-1]):
             y = upsample_to(head(feat), (H, W))
             logits = y if logits is None else logits + y
-        return logits[..., :h, :w] if (ph or pw) else logits
+        return logits[..., :h, :w] if x.shape[-2:] != (h, w) else logits
 
 
 def fused_spec(model: AutoDeepLab) -> dict:

@@ -29,7 +29,7 @@ from ssnas.arch import arch_entropies, keep_strongest, prune_weakest
 from ssnas.space.autodeeplab.cell import INPUTS_PER_BLOCK, PRIMITIVES, SearchCell, cell_edges
 from ssnas.space.autodeeplab.heads import SearchASPP, Stem, upsample_to
 from ssnas.space.base import ArchitectureMixin
-from ssnas.space.topology import stride
+from ssnas.space.topology import pad_to_stride, stride
 
 LEVELS = 4
 OUTPUT_STRIDE = 32                 # coarsest level; inputs are padded to a multiple of it
@@ -316,9 +316,7 @@ class AutoDeepLab(ArchitectureMixin, nn.Module):
     # ----------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
-        ph, pw = (-h) % OUTPUT_STRIDE, (-w) % OUTPUT_STRIDE
-        if ph or pw:   # pad to a multiple of the coarsest stride, crop the logits back
-            x = nn.functional.pad(x, (0, pw, 0, ph))
+        x = pad_to_stride(x, OUTPUT_STRIDE)
         a_hat, b_hat = self.alpha_hat(), self.beta_hat()   # once per forward
         H, W = x.shape[-2:]
         s2, s4 = self.stem(x)
@@ -339,4 +337,4 @@ class AutoDeepLab(ArchitectureMixin, nn.Module):
         for head, feat in zip(self.heads, nodes[-1]):
             y = upsample_to(head(feat), (H, W))
             logits = y if logits is None else logits + y
-        return logits[..., :h, :w] if (ph or pw) else logits
+        return logits[..., :h, :w] if x.shape[-2:] != (h, w) else logits

@@ -24,6 +24,7 @@ from ssnas.errors import UserError
 from ssnas.space.autodeeplab.cell import Cell, Preprocess
 from ssnas.space.autodeeplab.heads import DeepLabV3PlusHead, Stem, upsample_to
 from ssnas.space.autodeeplab.network import OUTPUT_STRIDE
+from ssnas.space.topology import pad_to_stride
 
 # Fig. 3: block b = op_1(input_1) + op_2(input_2); inputs 0 = H^{l-2}, 1 = H^{l-1}, 2 + k = block k.
 SEARCHED_CELL = (
@@ -110,15 +111,13 @@ class RetrainedAutoDeepLab(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
-        ph, pw = (-h) % OUTPUT_STRIDE, (-w) % OUTPUT_STRIDE
-        if ph or pw:
-            x = nn.functional.pad(x, (0, pw, 0, ph))
+        x = pad_to_stride(x, OUTPUT_STRIDE)
         H, W = x.shape[-2:]
         outs = list(self.stem(x))
         for cell, level in zip(self.cells, self.cfg.path):
             outs.append(cell(outs[-2], outs[-1], (H // (4 * 2 ** level), W // (4 * 2 ** level))))
         logits = upsample_to(self.head(nn.functional.relu(outs[-1]), outs[2 + self.low_level_cell]), (H, W))
-        return logits[..., :h, :w] if (ph or pw) else logits
+        return logits[..., :h, :w] if x.shape[-2:] != (h, w) else logits
 
 
 def list_retrained() -> list[str]:
