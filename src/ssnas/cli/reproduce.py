@@ -189,7 +189,7 @@ def write_document(out: Path, doc: Path, store: Path, scale: str = "proxy") -> N
             continue
         r = json.loads(path.read_text())
         total += r["train_time_s"]
-        parts += [f"## {r['title']}", "", f"`ssnas study {name} --config configs/studies/{name}-{scale}.yaml` — "
+        parts += [f"## {r['title']}", "", f"`ssnas study {name} --config configs/studies/{name}-{scale}.yaml --out studies/{name}` — "
                   f"{len(used[name])} sub-runs and evaluations; its training runs took {r['train_time_s'] / 60:.1f} min "
                   f"(see the head for where and when).", "",
                   f"**Paper:** {r['paper']}", "", "**Measured:**", "", r["markdown"], ""]

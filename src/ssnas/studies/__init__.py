@@ -1,9 +1,10 @@
 """The paper's studies (§4.2-4.5), each one module run by ``ssnas study NAME``.
 
-A study module provides ``TITLE`` (str), ``run(cfg, out_dir, progress) -> dict`` and
-``verdict(results) -> str``. ``run`` trains its sub-runs through :class:`ssnas.studies.common.StudyDir`
-and returns JSON-able results with at least ``paper`` (what the paper reports), ``markdown`` (tables laid
-out like the paper's), ``rows`` (for ``results.csv``) and ``figures`` (PNG names in ``out_dir``).
+A study module provides ``TITLE`` (str), ``run(cfg, study_dir, progress) -> dict`` and
+``verdict(results) -> str``. ``run`` trains its sub-runs through ``study_dir``, a
+:class:`ssnas.studies.common.StudyDir`, and returns JSON-able results with at least ``paper`` (what the
+paper reports), ``markdown`` (tables laid out like the paper's), ``rows`` (for ``results.csv``) and
+``figures`` (PNG names in the study's folder).
 ``verdict`` states, from the numbers, whether the paper's trend held: each claim's difference with its 95%
 CI and a three-way word by the rules of :mod:`ssnas.studies.stats`. Adding a study: one module and one
 line in ``STUDIES``.

@@ -19,8 +19,6 @@ from ssnas.space.autodeeplab.fuse import FusedAutoDeepLab
 from ssnas.space.autodeeplab.network import NORMALIZATIONS, AutoDeepLab, AutoDeepLabConfig, LEVELS
 from ssnas.space.autodeeplab.retrained import RetrainedAutoDeepLab, RetrainedConfig, load_retrained
 from ssnas.space.base import register_space
-import ssnas.space.grid  # noqa: F401,E402  (registered first: the registry lists spaces in registration order,
-#                          the first being the default, and it imports its package's modules alphabetically)
 
 NAME = "autodeeplab"
 VARIANTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "autodeeplab" / "variants"
