@@ -8,6 +8,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,9 @@ def row_missing_config(tmp, demo):
 
 
 def row_missing_root(tmp, demo):
-    return search(tmp / "out", tmp / "nowhere", "data.make_demo=false"), [str(tmp / "nowhere")], []
+    out = tmp / "out"   # and no half-made run folder in the way of the corrected command
+    row_missing_root.after = lambda: not out.exists()
+    return search(out, tmp / "nowhere", "data.make_demo=false"), [str(tmp / "nowhere")], []
 
 
 def row_empty_split(tmp, demo):
@@ -530,6 +533,60 @@ def row_negative_grad_clip(tmp, demo):
     return search(tmp / "out", demo, "optim.grad_clip=-1"), ["optim.grad_clip", "(0, inf)"], []
 
 
+# ---------------------------------------------------------------- every input before the run folder (audit)
+def row_search_init_checkpoint_typo_leaves_no_folder(tmp, demo):
+    out = tmp / "out"
+    row_search_init_checkpoint_typo_leaves_no_folder.after = lambda: not out.exists()
+    return search(out, demo, f"model.init_checkpoint={tmp / 'typo.pt'}"), ["typo.pt"], []
+
+
+def row_search_overwrite_with_missing_data_keeps_the_old_run(tmp, demo):
+    out = fake_run(tmp / "out", demo)   # --overwrite replaces a run only once every input has been read
+    return search(out, tmp / "nowhere", "data.make_demo=false") + ["--overwrite"], [str(tmp / "nowhere")], [out]
+
+
+def row_profile_latency_out_is_the_checkpoint_even_with_overwrite(tmp, demo):
+    ckpt = checkpoint(tmp, demo)
+    return ["profile", "--latency", "--checkpoint", str(ckpt), "--out", str(ckpt), "--overwrite", "--device", "cpu",
+            "--rounds", "1", "--input-size", "32x64"], ["is an input"], [ckpt]
+
+
+def row_export_out_is_the_latency_table_even_with_overwrite(tmp, demo):
+    table = tmp / "latency.json"
+    table.write_text("{}")
+    return export(tmp, demo, table, "--overwrite", "--budget", "5ms", "--table", str(table), "--no-eval"), \
+        ["is an input"], [table]
+
+
+def row_reproduce_doc_is_a_folder(tmp, demo):
+    (tmp / "doc").mkdir()
+    return ["reproduce", "--scale", "mini", "--out", str(tmp / "r"), "--doc", str(tmp / "doc"), "--plan"], \
+        ["--doc", "is a folder"], [tmp / "doc"]
+
+
+def row_reproduce_doc_not_utf8(tmp, demo):
+    doc = tmp / "notes.md"
+    doc.write_bytes(b"\xff\xfe my notes")
+    return ["reproduce", "--scale", "mini", "--out", str(tmp / "r"), "--doc", str(doc), "--plan"], \
+        ["not written by `ssnas reproduce`"], [doc]
+
+
+def row_reproduce_results_beside_a_new_doc_are_the_users(tmp, demo):
+    mine = tmp / "report-results.json"   # the companion file of --doc report.md, but the user's
+    mine.write_text('{"mine": 1}')
+    return ["reproduce", "--scale", "mini", "--out", str(tmp / "r"), "--doc", str(tmp / "report.md"), "--plan"], \
+        ["report-results.json", "not written by `ssnas reproduce`"], [mine]
+
+
+def row_reproduce_damaged_results_of_a_study(tmp, demo):
+    out = tmp / "r"
+    (out / "discretization").mkdir(parents=True)
+    (out / "discretization" / "results.json").write_text("{corrupt")
+    (out / "entropy").write_text("in the way")   # the study asked for fails at once, then the document is built
+    return ["reproduce", "--scale", "mini", "--only", "entropy", "--out", str(out), "--doc", str(tmp / "doc.md"),
+            "--results", str(tmp / "store")], ["discretization", "results.json", "--only discretization"], [out]
+
+
 ROWS = {name[4:]: fn for name, fn in dict(globals()).items() if name.startswith("row_")}
 
 
@@ -643,6 +700,17 @@ def test_overwrite_replaces_an_ssnas_run_and_nothing_else(tmp_path, demo_root):
     finally:
         folder.unlock()
     assert snapshot(theirs) == before
+    linked = fake_run(tmp_path / "linked", demo_root)    # its checkpoints/ a link to a user's folder
+    shutil.rmtree(linked / "checkpoints")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("mine\n")
+    (linked / "checkpoints").symlink_to(tmp_path / "mine", target_is_directory=True)
+    folder = RunDir(linked)
+    try:
+        folder.prepare(cfg, resume=False, overwrite=True)
+    finally:
+        folder.unlock()
+    assert not (linked / "checkpoints").exists() and (tmp_path / "mine" / "keep.txt").read_text() == "mine\n"
 
 
 def test_predict_overwrite_in_its_own_folder_and_outputs_are_never_inputs(tmp_path, demo_root, capsys):

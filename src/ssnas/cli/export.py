@@ -48,7 +48,7 @@ def run(args) -> int:
     from ssnas.engine.checkpoint import resolve_checkpoint_path
     from ssnas.outputs import check_output_file
 
-    out = check_output_file(args.out, "--out", args.overwrite, (resolve_checkpoint_path(args.checkpoint),))
+    out = check_output_file(args.out, "--out", args.overwrite, (resolve_checkpoint_path(args.checkpoint), args.table))
     fmt = args.format or {".onnx": "onnx", ".safetensors": "safetensors"}.get(out.suffix.lower(), "torch")
     size = parse_size(args.input_size)
     model, payload = load_model(args.checkpoint)

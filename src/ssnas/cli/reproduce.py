@@ -72,8 +72,7 @@ def run(args) -> int:
         if not study_config(name, args.scale).is_file():
             raise UserError(f"{study_config(name, args.scale)}: the {args.scale} config of study {name!r} is missing")
     doc = Path(args.doc or SCALES[args.scale][0])
-    if doc.exists() and MARKER not in doc.read_text():
-        raise UserError(f"{doc}: exists and was not written by `ssnas reproduce`; use another --doc")
+    check_document(doc)
     out, store = Path(args.out), Path(args.results or Path(DEFAULT_RESULTS) / args.scale)
     if args.plan:
         from ssnas.cli.study import print_plans
@@ -94,12 +93,45 @@ def run(args) -> int:
         except UserError as exc:  # the other studies go on; this one is listed at the end
             print(f"[{name}] did not finish: {exc}", flush=True)
             failed.append(name)
-    write_document(out, doc, store, args.scale)
-    print(f"written: {doc} and {results_file(doc)}", flush=True)
+    if write_document(out, doc, store, args.scale):
+        print(f"written: {doc} and {results_file(doc)}", flush=True)
+    else:
+        print(f"not written: {doc} (no study in {out} has finished)", flush=True)
     if failed:
         raise UserError(f"studies {', '.join(failed)} did not finish (see above; the document lists the others); "
                         f"run the same command again to re-do only what is missing")
     return 0
+
+
+def check_document(doc: Path) -> None:
+    """Before any study runs: ``doc`` and its :func:`results_file` are either new or ``ssnas reproduce``'s own
+    (the document carries :data:`MARKER`), so the run can never overwrite a user's file."""
+    if doc.is_dir():
+        raise UserError(f"--doc {doc}: is a folder, expected the path of a Markdown file")
+    ours = False
+    if doc.exists():
+        try:
+            ours = MARKER in doc.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            pass
+        if not ours:
+            raise UserError(f"{doc}: exists and was not written by `ssnas reproduce`; use another --doc")
+    results = results_file(doc)
+    if results.is_dir() or (results.exists() and not ours):
+        raise UserError(f"{results}: exists and was not written by `ssnas reproduce` beside {doc.name}; "
+                        f"use another --doc")
+
+
+def _study_results(path: Path) -> dict:
+    """A study's ``results.json`` (its report's numbers); a damaged one names itself and how to rebuild it."""
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and isinstance(data.get("runs"), dict):
+            return data
+    except (OSError, UnicodeDecodeError, ValueError):
+        pass
+    raise UserError(f"{path}: not a study's results file, expected the JSON `ssnas study` writes; delete it and run "
+                    f"that study again (`--only {path.parent.name}`: finished sub-runs are kept in the results store)")
 
 
 def results_file(doc: Path) -> Path:
@@ -138,7 +170,7 @@ def _used_records(out: Path, store: Path) -> dict:
     for name in STUDIES:
         path = out / name / "results.json"
         if path.is_file():
-            runs = json.loads(path.read_text())["runs"]
+            runs = _study_results(path)["runs"]
             records = ResultStore(store / name)
             used[name] = {run: records.load(run) for run in dict.fromkeys(runs["started"] + runs["reused"])}
     return used
@@ -162,13 +194,16 @@ def _head(records: list[dict]) -> list[str]:
             f"| ssnas git commit(s) | {', '.join(f'`{c}`' for c in h['git_commits'])} |", ""]
 
 
-def write_document(out: Path, doc: Path, store: Path, scale: str = "proxy") -> None:
+def write_document(out: Path, doc: Path, store: Path, scale: str = "proxy") -> bool:
     """Assemble the document from every ``<out>/<study>/results.json`` (in registry order), and write every
-    raw per-run number it rests on (the store's records) to :func:`results_file`."""
+    raw per-run number it rests on (the store's records) to :func:`results_file`; False (nothing written)
+    when no study has finished."""
     from ssnas.studies import STUDIES
     from ssnas.studies.store import write_json
 
     used = _used_records(out, store)
+    if not used:
+        return False
     records = [r for runs in used.values() for r in runs.values() if r is not None]
 
     img_dir = doc.parent / "img" / ("reproduction" if scale == "proxy" else f"reproduction-{scale}")
@@ -187,7 +222,7 @@ def write_document(out: Path, doc: Path, store: Path, scale: str = "proxy") -> N
         path = out / name / "results.json"
         if not path.is_file():
             continue
-        r = json.loads(path.read_text())
+        r = _study_results(path)
         total += r["train_time_s"]
         parts += [f"## {r['title']}", "", f"`ssnas study {name} --config configs/studies/{name}-{scale}.yaml --out studies/{name}` — "
                   f"{len(used[name])} sub-runs and evaluations; its training runs took {r['train_time_s'] / 60:.1f} min "
@@ -202,3 +237,4 @@ def write_document(out: Path, doc: Path, store: Path, scale: str = "proxy") -> N
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(parts))
     write_json(results_file(doc), {"store": str(store), "studies": used})
+    return True

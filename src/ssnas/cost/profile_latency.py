@@ -23,7 +23,9 @@ def run_latency(args) -> int:
     if args.threads < 1 or args.rounds < 1:
         raise UserError(f"--threads {args.threads} / --rounds {args.rounds}: expected positive integers")
     size = parse_size(args.input_size)
-    out = check_output_file(args.out, "--out", args.overwrite)
+    from ssnas.engine.checkpoint import resolve_checkpoint_path
+    inputs = (resolve_checkpoint_path(args.checkpoint) if args.checkpoint else None, args.variant)
+    out = check_output_file(args.out, "--out", args.overwrite, inputs)
     if args.checkpoint:
         from ssnas.tasks.segmentation import load_model
         model, _ = load_model(args.checkpoint)

@@ -56,11 +56,33 @@ class RunDir:
         """The folder holds an ssnas run: its marker, or (runs made before the marker) a hashed config."""
         return has_marker(self.path, RUN_MARKER_KIND) or self.saved_hash() is not None
 
-    def prepare(self, cfg, resume: bool, overwrite: bool) -> bool:
-        """Make the folder ready; returns True when there is a checkpoint to resume from."""
+    def check(self, cfg, resume: bool, overwrite: bool) -> None:
+        """Every refusal of :meth:`prepare`, touching nothing: a command calls it first, checks the rest of its
+        input (data, checkpoints, model), and only then prepares, so a mistake found late loses nothing."""
         check_name_length(self.path, "--out")
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"{self.path}: exists and is not a folder, expected an output folder")
+        if not self.path.is_dir():
+            return
+        saved = self.saved_hash()
+        if resume and saved is not None:
+            h = config_hash(cfg)
+            if saved != h:
+                raise UserError(f"{self.path}: holds a run with a different config (hash {saved}, this one {h}); "
+                                f"resume it with its own config ({self.path / 'config.yaml'}) or use another --out")
+            return
+        others = sorted(p.name for p in self.path.iterdir() if p.name not in (".lock", MARKER))
+        listing = ", ".join(others[:4])
+        if others and not self.is_run():
+            raise UserError(f"{self.path}: holds files that are not an ssnas run ({listing}); --overwrite replaces "
+                            f"only ssnas runs, expected a new or empty --out")
+        if others and not overwrite:
+            raise UserError(f"{self.path}: already holds a run ({listing}); "
+                            f"use --resume to continue it, --overwrite to replace it, or another --out")
+
+    def prepare(self, cfg, resume: bool, overwrite: bool) -> bool:
+        """Make the folder ready; returns True when there is a checkpoint to resume from."""
+        self.check(cfg, resume, overwrite)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -68,33 +90,16 @@ class RunDir:
         if not os.access(self.path, os.W_OK):
             raise UserError(f"{self.path}: output folder is not writable")
         self.lock()
-        h = config_hash(cfg)
-        saved = self.saved_hash()
-        others = [p.name for p in self.path.iterdir() if p.name not in (".lock", MARKER)]
-        is_run = self.is_run()
-        if resume and saved is not None:
-            if saved != h:
-                raise UserError(f"{self.path}: holds a run with a different config (hash {saved}, this one {h}); "
-                                f"resume it with its own config ({self.path / 'config.yaml'}) or use another --out")
+        self.check(cfg, resume, overwrite)   # again, under the lock: another process may have written since
+        if resume and self.saved_hash() is not None:
             for stale in self.checkpoints.glob(".*.tmp"):  # a write cut off by a kill (we hold the lock)
                 stale.unlink()
             return self.last.is_file()
-        listing = ", ".join(sorted(others)[:4])
-        if others and not is_run:
-            raise UserError(f"{self.path}: holds files that are not an ssnas run ({listing}); --overwrite replaces "
-                            f"only ssnas runs, expected a new or empty --out")
-        if others and not overwrite:
-            raise UserError(f"{self.path}: already holds a run ({listing}); "
-                            f"use --resume to continue it, --overwrite to replace it, or another --out")
-        if overwrite and is_run:
+        if overwrite and self.is_run():
             for name in RUN_FILES:
-                target = self.path / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
+                remove_entry(self.path / name)
         write_marker(self.path, RUN_MARKER_KIND)
-        text = dump_config(cfg) + yaml.safe_dump({"_meta": {"config_hash": h}})
+        text = dump_config(cfg) + yaml.safe_dump({"_meta": {"config_hash": config_hash(cfg)}})
         (self.path / "config.yaml").write_text(text)
         return False
 
@@ -117,3 +122,11 @@ class RunDir:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def remove_entry(path: Path) -> None:
+    """Remove a run's file or folder; a symbolic link is removed itself, never what it points to."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)

@@ -72,11 +72,12 @@ class Trainer:
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-        has_ckpt = False
-        self.task.check()   # a config mistake only the task sees: before the run folder is made
+        # Every input is checked before the run folder is made or an old run replaced (RunDir.check): the
+        # folder's refusals, then the task's config, the data, the checkpoints the model starts from, the cost
+        # table; the folder is prepared last.
         if self.ctx.is_main:
-            has_ckpt = self.run_dir.prepare(cfg, self.resume, self.overwrite)
-        has_ckpt = distributed.broadcast_flag(has_ckpt, self.ctx)
+            self.run_dir.check(cfg, self.resume, self.overwrite)
+        self.task.check()
         seed_everything(cfg.seed)  # identical initial weights and α, β on every rank
         model = self.task.build_model()
         model = distributed.convert_batchnorm(model, self.ctx).to(self.device)
@@ -111,7 +112,8 @@ class Trainer:
         # picks fp16, so the scaler depends on the setting alone
         amp = cfg.run.amp
         self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" and self.device.type == "cuda" else None
-        if has_ckpt:
+        has_ckpt = self.run_dir.prepare(cfg, self.resume, self.overwrite) if self.ctx.is_main else False
+        if distributed.broadcast_flag(has_ckpt, self.ctx):
             self._load(self.run_dir.last)
         if "amp" not in self.state:  # resolved once per run (a resumed run keeps it); rank 0 decides for all
             main = self.ctx.is_main or amp != "auto"
