@@ -587,6 +587,89 @@ def row_reproduce_damaged_results_of_a_study(tmp, demo):
             "--results", str(tmp / "store")], ["discretization", "results.json", "--only discretization"], [out]
 
 
+# ---------------------------------------------------------------- damaged or odd inputs: one line (audit)
+def row_config_keys_of_mixed_types(tmp, demo):
+    bad = tmp / "mixed.yaml"
+    bad.write_text("1: a\nfoo: b\nnull: c\n")   # a YAML key may be a number or null: sorting them with str keys
+    return ["config", "show", "--config", str(bad)], [str(bad), "1: unknown key"], [bad]
+
+
+def row_config_section_keys_of_mixed_types(tmp, demo):
+    bad = tmp / "mixed.yaml"
+    bad.write_text("protocol:\n  1: a\n  foo: b\n")
+    return ["config", "show", "--config", str(bad)], [str(bad), "protocol.1: unknown key"], [bad]
+
+
+def row_variant_keys_of_mixed_types(tmp, demo):
+    bad = tmp / "v.yaml"
+    bad.write_text("layers: 2\nfilters: 4\nfoo: 1\n1: 2\n")
+    return ["profile", "--variant", str(bad)], [str(bad), "unknown key 1"], [bad]
+
+
+def row_classes_keys_of_mixed_types(tmp, demo):
+    root = _folder(tmp)
+    with open(root / "classes.yaml", "a") as f:
+        f.write("foo: 1\n1: 2\n")
+    return search(tmp / "out", root), ["classes.yaml", "unknown key(s) [1, 'foo']"], [root]
+
+
+def row_cost_table_version_not_a_number(tmp, demo):
+    table = tmp / "badver.json"
+    table.write_text('{"format": "ssnas-cost-table", "version": "x"}')
+    return export(tmp, demo, tmp / "m.pt", "--budget", "5ms", "--table", str(table)), \
+        [str(table), "version 'x', expected an integer"], [table]
+
+
+def study(out, demo, *overrides, name="entropy") -> list:
+    sets = ["data.make_demo=false", f"data.root={demo}", *overrides]
+    return ["study", name, "--config", str(CONFIG_DIR / "studies" / f"{name}-mini.yaml"), "--out", str(out),
+            *[a for s in sets for a in ("--set", s)]]
+
+
+def row_study_file_not_json(tmp, demo):
+    (tmp / "st").mkdir()
+    (tmp / "st" / "study.json").write_text("not json{")
+    return study(tmp / "st", demo), [str(tmp / "st" / "study.json"), "not valid JSON"], [tmp / "st"]
+
+
+def row_study_file_not_a_mapping(tmp, demo):
+    (tmp / "st").mkdir()
+    (tmp / "st" / "study.json").write_text("[1, 2]")
+    return study(tmp / "st", demo), [str(tmp / "st" / "study.json"), "holds a list"], [tmp / "st"]
+
+
+def row_study_out_below_a_file(tmp, demo):
+    (tmp / "afile").write_text("mine\n")
+    return study(tmp / "afile" / "sub", demo), ["--out", "is a file"], [tmp / "afile"]
+
+
+def row_study_out_unwritable(tmp, demo):
+    return study(UNWRITABLE_DIR / "x", demo), ["--out", "cannot write"], []
+
+
+def row_study_plan_with_a_damaged_record(tmp, demo):
+    record = tmp / "store" / "none-s0.json"
+    record.parent.mkdir()
+    record.write_text("{garbage")
+    return study(tmp / "out", demo) + ["--results", str(tmp / "store"), "--plan"], \
+        [str(record), "not valid JSON", "delete it"], [record]
+
+
+def row_study_config_mistake_keeps_the_users_empty_folder(tmp, demo):
+    out = tmp / "userempty"
+    out.mkdir()   # the user's: the study may empty what it wrote there, not remove the folder
+    row_study_config_mistake_keeps_the_users_empty_folder.after = lambda: out.is_dir() and not any(out.iterdir())
+    return study(out, demo, "study.seeds=[]"), ["study.seeds"], []
+
+
+def row_profile_option_without_value(tmp, demo):
+    return ["profile", "--option", "foo"], ["--option foo", "expected key=value"], []
+
+
+def row_predict_unknown_device(tmp, demo):
+    return predict(tmp, demo, "--out", str(tmp / "p"), "--device", "foo"), ["--device", "'foo'"], []
+
+
 ROWS = {name[4:]: fn for name, fn in dict(globals()).items() if name.startswith("row_")}
 
 
@@ -674,6 +757,31 @@ def test_full_disk_keeps_the_previous_checkpoint(where, demo_root, tmp_path, mon
     from ssnas.engine.checkpoint import load_checkpoint
     assert load_checkpoint(last)["train"]["state"]["epoch"] == 1
 
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_full_disk_keeps_the_previous_export(suffix, demo_root, tmp_path, monkeypatch, capsys):
+    """ENOSPC half-way through writing ``export --overwrite``'s file: one line, the previous file intact."""
+    import ssnas.engine.checkpoint as checkpoint
+
+    out = tmp_path / f"e{suffix}"
+    out.write_bytes(b"the previous export")
+    real_write = checkpoint.atomic_write_bytes
+
+    def atomic_write_bytes(path, write):
+        def failing(f):
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(path, failing)
+
+    argv = export(tmp_path, demo_root, out, "--overwrite")
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", atomic_write_bytes)
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ssnas: error:") and len(err.splitlines()) == 1, err
+    assert str(out) in err and "No space left on device" in err
+    assert out.read_bytes() == b"the previous export"
+    assert not list(tmp_path.rglob("*.tmp"))
 
 # ---------------------------------------------------------------- what --overwrite may replace
 def test_overwrite_replaces_an_ssnas_run_and_nothing_else(tmp_path, demo_root):

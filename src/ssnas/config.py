@@ -415,7 +415,7 @@ def _from_dict(cls, data: dict, prefix: str = ""):
         raise UserError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = unknown_keys(data, names)
     if unknown:
         raise UserError(f"{prefix}{unknown[0]}: unknown key, expected one of {', '.join(sorted(names))}")
     kwargs = {}
@@ -499,23 +499,24 @@ def parse_yaml(text: str, where: str):
         raise UserError(f"{where}: nested too deeply, expected a config of sections and keys") from None
 
 
-def parse_overrides(pairs: list[str] | None) -> dict:
-    """``["protocol.epochs=3", "data.crop_size=[64,128]"]`` → nested dict (values parsed as YAML)."""
+def parse_overrides(pairs: list[str] | None, flag: str = "--set", example: str = "protocol.epochs=10") -> dict:
+    """``["protocol.epochs=3", "data.crop_size=[64,128]"]`` → nested dict (values parsed as YAML); a mistake
+    names ``flag``, the option the pairs came from."""
     tree: dict = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise UserError(f"--set {pair}: expected key=value, e.g. protocol.epochs=10")
+            raise UserError(f"{flag} {pair}: expected key=value, e.g. {example}")
         key, raw = pair.split("=", 1)
         try:
-            value = parse_yaml(raw, f"--set {pair}")
+            value = parse_yaml(raw, f"{flag} {pair}")
         except UserError:
-            raise UserError(f"--set {pair}: the value is not valid YAML") from None
+            raise UserError(f"{flag} {pair}: the value is not valid YAML") from None
         node = tree
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise UserError(f"--set {key}: {part} is not a section")
+                raise UserError(f"{flag} {key}: {part} is not a section")
         node[parts[-1]] = value
     return tree
 
@@ -538,6 +539,12 @@ def read_yaml(path: str | Path, what: str = "config") -> dict:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys at the top level of a YAML {what}")
     return data
+
+
+def unknown_keys(data: dict, names) -> list:
+    """The keys of ``data`` not in ``names``, sorted by their text: a YAML key may be a number or null
+    (an unknown key too), and ``sorted`` alone cannot order 1 and 'foo'."""
+    return sorted((key for key in data if key not in names), key=str)
 
 
 def resolve_config_path(name: str | Path) -> Path:

@@ -16,6 +16,15 @@ def require(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
+def check_version(version, newest: int, what: str) -> None:
+    """A file's ``version`` field is an integer this ssnas reads (``what`` names the file and its kind); a
+    crafted or damaged one is one line, not int()'s ValueError."""
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise UserError(f"{what} version {version!r}, expected an integer")
+    if version > newest:
+        raise UserError(f"{what} version {version} is newer than this ssnas ({newest})")
+
+
 def one_line(exc: UserError) -> UserError:
     """A UserError raised in a DataLoader worker reaches the main process with the worker's whole traceback
     as its text (torch re-raises it that way): keep the last line, the one-line message."""

@@ -103,7 +103,7 @@ def run(args) -> int:
     out = check_output_folder(args.out, "--out")
     images = collect_images(args.inputs, skip=out if has_marker(out, MARKER_KIND) else None)
     check_outputs(images, out, args.overwrite)
-    device = pick_device(args.device)
+    device = pick_device(args.device, key="--device")
     model = load(args.checkpoint, device)  # a checkpoint, run folder, fused .pt or .safetensors
     spec = model.classes
     classes = ClassTable.from_spec(spec["names"], spec.get("colors"), spec.get("ignore_index", 255))

@@ -40,6 +40,7 @@ def run(args) -> int:
         from ssnas.cost.profile_latency import run_latency
         return run_latency(args)
     from ssnas.config import CHOICES, parse_overrides
+    from ssnas.engine.distributed import pick_device
     from ssnas.space import create_model
     from ssnas.space.profile import PAPER_TABLE3, profile
 
@@ -48,8 +49,8 @@ def run(args) -> int:
         raise UserError(f"--num-classes {args.num_classes}: expected a positive integer")
     if args.space not in CHOICES["model.space"]:
         raise UserError(f"--space {args.space!r}: expected one of {', '.join(CHOICES['model.space'])}")
-    options = parse_overrides(args.option)
-    with torch.device(args.device):
+    options = parse_overrides(args.option, "--option", "k=2")
+    with pick_device(args.device, key="--device"):
         model = create_model(args.variant, space=args.space, num_classes=args.num_classes, **options)
     result = profile(model, size)
     result["variant"] = args.variant

@@ -124,14 +124,14 @@ def check_document(doc: Path) -> None:
 
 def _study_results(path: Path) -> dict:
     """A study's ``results.json`` (its report's numbers); a damaged one names itself and how to rebuild it."""
-    try:
-        data = json.loads(path.read_text())
-        if isinstance(data, dict) and isinstance(data.get("runs"), dict):
-            return data
-    except (OSError, UnicodeDecodeError, ValueError):
-        pass
-    raise UserError(f"{path}: not a study's results file, expected the JSON `ssnas study` writes; delete it and run "
-                    f"that study again (`--only {path.parent.name}`: finished sub-runs are kept in the results store)")
+    from ssnas.studies.store import read_json
+
+    expected = (f"the results `ssnas study` writes; delete it and run that study again (`--only "
+                f"{path.parent.name}`: finished sub-runs are kept in the results store)")
+    data = read_json(path, expected)
+    if not isinstance(data.get("runs"), dict):
+        raise UserError(f"{path}: has no runs, expected {expected}")
+    return data
 
 
 def results_file(doc: Path) -> Path:

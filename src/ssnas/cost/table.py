@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ssnas.errors import UserError
+from ssnas.errors import UserError, check_version
 
 FORMAT = "ssnas-cost-table"
 VERSION = 1
@@ -70,8 +70,7 @@ class CostTable:
                             f"--latency`") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise UserError(f"{key}: {path} is not an ssnas cost table (no '{FORMAT}' header)")
-        if int(data.get("version", 0)) > VERSION:
-            raise UserError(f"{key}: {path} has table version {data['version']}, newer than this ssnas ({VERSION})")
+        check_version(data.get("version", 0), VERSION, f"{key}: {path}: cost table")
         data.pop("format"), data.pop("version")
         try:
             table = cls(**data)

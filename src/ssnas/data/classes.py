@@ -54,11 +54,11 @@ class ClassTable:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"{path}: missing, expected a classes.yaml with 'names: [..]'")
-        from ssnas.config import read_yaml
+        from ssnas.config import read_yaml, unknown_keys
         spec = read_yaml(path, "classes table (names, colors, ignore_index)")
-        unknown = set(spec) - {"names", "colors", "ignore_index"}
+        unknown = unknown_keys(spec, {"names", "colors", "ignore_index"})
         if unknown:
-            raise UserError(f"{path}: unknown key(s) {sorted(unknown)}, expected names, colors, ignore_index")
+            raise UserError(f"{path}: unknown key(s) {unknown}, expected names, colors, ignore_index")
         return cls.from_spec(spec.get("names"), spec.get("colors"), spec.get("ignore_index", IGNORE_INDEX),
                              where=str(path))
 

@@ -54,17 +54,27 @@ def atomic_write_bytes(path: str | Path, write) -> None:
         os.close(dir_fd)
 
 
-def save_checkpoint(path: str | Path, payload: dict) -> None:
-    """Serialize in memory first: torch's writer turns a failed file write (a full disk) into an opaque
-    RuntimeError, while a plain ``write`` reports ENOSPC; a failure is one line and the old file stays."""
-    payload = {"format": FORMAT, "version": VERSION, **payload}
+def write_output(path: str | Path, data, what: str) -> None:
+    """Write the bytes ``data`` (of ``what``: "the checkpoint", "the fused model") atomically; a failure (a full
+    disk) is one line naming ``path``, and any file there before stays intact."""
+    try:
+        atomic_write_bytes(path, lambda f: f.write(data))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write {what} ({exc.strerror or exc}); any previous file there is "
+                        f"intact, expected free space and a writable folder") from None
+
+
+def torch_bytes(payload) -> memoryview:
+    """``torch.save`` into memory: torch's writer turns a failed file write (a full disk) into an opaque
+    RuntimeError, while a plain ``write`` (:func:`write_output`) reports ENOSPC."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    try:
-        atomic_write_bytes(path, lambda f: f.write(buffer.getbuffer()))
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write the checkpoint ({exc.strerror or exc}); the previous one is "
-                        f"intact, expected free space and a writable folder") from None
+    return buffer.getbuffer()
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """Serialized in memory first (:func:`torch_bytes`), so a full disk is one line and the old file stays."""
+    write_output(path, torch_bytes({"format": FORMAT, "version": VERSION, **payload}), "the checkpoint")
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:

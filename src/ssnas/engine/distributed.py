@@ -35,15 +35,16 @@ class Context:
         return self.world > 1
 
 
-def pick_device(spec: str, local_rank: int = 0) -> torch.device:
+def pick_device(spec: str, local_rank: int = 0, key: str = "run.device") -> torch.device:
+    """The device ``spec`` names; a mistake is one line naming ``key`` (the config key or a command's flag)."""
     if spec == "auto":
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise UserError(f"run.device: {spec!r}, expected auto, cpu, cuda or cuda:N") from None
+        raise UserError(f"{key}: {spec!r}, expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"run.device: {spec!r} but CUDA is not available here; use run.device=cpu or auto")
+        raise UserError(f"{key}: {spec!r} but CUDA is not available here, expected cpu or auto")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     return device

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ssnas.engine.checkpoint import atomic_write_bytes
-from ssnas.errors import UserError
+from ssnas.engine.checkpoint import torch_bytes, write_output
+from ssnas.errors import UserError, check_version
 from ssnas.space.base import FUSED_FORMAT as FORMAT
 from ssnas.space.base import FUSED_VERSION as VERSION
 from ssnas.space.base import fused_class
@@ -41,10 +41,10 @@ def __getattr__(name: str):
 def save_fused(fused: nn.Module, path: str | Path, classes: dict | None = None,
                preprocessing: dict | None = None) -> None:
     """Write ``{"format", "version", "spec", "state_dict", "classes", "preprocessing"}`` atomically
-    (weights-only loadable)."""
+    (weights-only loadable); a full disk is one line."""
     payload = dict(format=FORMAT, version=VERSION, spec=fused.spec, classes=classes, preprocessing=preprocessing,
                    state_dict={k: v.detach().cpu() for k, v in fused.state_dict().items()})
-    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+    write_output(path, torch_bytes(payload), "the fused model")
 
 
 def load_fused(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -62,8 +62,7 @@ def fused_from_payload(payload: dict, path: str | Path) -> nn.Module:
     """The fused network of a loaded fused-model dict (``spec``, ``state_dict``, ``classes``, …)."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path}: not an ssnas fused model (no '{FORMAT}' header)")
-    if int(payload.get("version", 0)) > VERSION:
-        raise UserError(f"{path}: fused model version {payload['version']} is newer than this ssnas ({VERSION})")
+    check_version(payload.get("version", 0), VERSION, f"{path}: fused model")
     try:
         fused = fused_class(payload["spec"])(payload["spec"])
         fused.load_state_dict(payload["state_dict"])

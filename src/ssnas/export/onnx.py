@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ssnas.engine.checkpoint import atomic_write_bytes
+from ssnas.engine.checkpoint import write_output
 from ssnas.errors import UserError
 
 OPSET = 18
@@ -61,7 +61,7 @@ def export_onnx(fused: nn.Module, path: str | Path, input_size: tuple[int, int],
             except Exception as exc:  # the exporter's own failure: try the next one
                 errors.append(f"{name}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc!r}")
                 continue
-            atomic_write_bytes(path, lambda f: f.write(tmp_path.read_bytes()))
+            write_output(path, tmp_path.read_bytes(), "the ONNX model")
             return name
     raise RuntimeError("ONNX export failed: " + "; ".join(errors))
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ssnas.engine.checkpoint import atomic_write_bytes
+from ssnas.engine.checkpoint import write_output
 from ssnas.errors import UserError
 from ssnas.export.fuse import FORMAT, VERSION, fused_from_payload
 
@@ -30,14 +30,14 @@ JSON_KEYS = ("spec", "classes", "preprocessing", "architecture")
 
 def save_safetensors(fused: nn.Module, path: str | Path, classes: dict | None = None,
                      preprocessing: dict | None = None, architecture: dict | None = None) -> None:
-    """Write the fused weights and their JSON description atomically."""
+    """Write the fused weights and their JSON description atomically; a full disk is one line."""
     from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in fused.state_dict().items()}
     values = {"spec": fused.spec, "classes": classes, "preprocessing": preprocessing, "architecture": architecture}
     metadata = {"format": FORMAT, "version": str(VERSION), **{k: json.dumps(v) for k, v in values.items()}}
     data = save(tensors, metadata=metadata)
-    atomic_write_bytes(path, lambda f: f.write(data))
+    write_output(path, data, "the model")
 
 
 def read_safetensors(path: str | Path) -> dict:

@@ -42,7 +42,8 @@ def space_config(variant: str | dict, **overrides) -> SpaceConfig:
     if data.pop("search_space", "grid") != "grid":
         raise UserError(f"{source}: describes another search space than grid")
     names = {f.name for f in dataclasses.fields(SpaceConfig)}
-    unknown = sorted(set(data) - names)
+    from ssnas.config import unknown_keys
+    unknown = unknown_keys(data, names)
     if unknown:
         raise UserError(f"{source}: unknown key {unknown[0]!r}, expected one of {', '.join(sorted(names))}")
     for key in ("layers", "filters"):

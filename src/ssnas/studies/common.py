@@ -101,6 +101,7 @@ class StudyDir:
         self.runs_root = Path(runs_root) if runs_root is not None else self.path   # runs/ and evals/ (a plan
         # reads a study's sub-runs where they are and writes its figures elsewhere)
         self.progress = progress or (lambda msg: None)
+        self.made: Path | None = None   # the folder claim() created
         self.started: list[str] = []
         self.reused: list[str] = []
         self.train_time_s = 0.0   # wall time of the sub-runs the results come from (reused ones included)
@@ -108,30 +109,41 @@ class StudyDir:
 
     def claim(self, study: str, cfg: ExperimentConfig) -> bool:
         """Create the folder or check that it belongs to this study and config; True if claimed just now."""
+        from ssnas.outputs import check_output_folder
+        from ssnas.studies.store import read_json
+
         h = config_hash(cfg)
         meta = self.path / STUDY_FILE
-        if self.path.exists() and not self.path.is_dir():
-            raise UserError(f"{self.path}: exists and is not a folder, expected a study results folder")
+        check_output_folder(self.path, "--out")   # a file in the way, an unwritable place: one line
         if meta.is_file():
-            saved = json.loads(meta.read_text())
+            saved = read_json(meta, "the study name and config hash that `ssnas study` writes; use another --out")
             if saved.get("study") != study or saved.get("config_hash") != h:
                 raise UserError(f"{self.path}: holds results of study {saved.get('study')!r} with another config "
                                 f"(hash {saved.get('config_hash')}, this one {h}); use another --out")
             return False
         if self.path.is_dir() and any(self.path.iterdir()):
             raise UserError(f"{self.path}: not empty and holds no {STUDY_FILE}, expected a new or study folder")
+        # the topmost folder this claim creates (None: the user's own empty folder), for release()
+        self.made = next((p for p in reversed((self.path, *self.path.parents)) if not p.exists()), None)
         self.path.mkdir(parents=True, exist_ok=True)
         meta.write_text(json.dumps({"study": study, "config_hash": h}, indent=2))
         (self.path / "study.yaml").write_text(dump_config(cfg))
         return True
 
     def release(self) -> None:
-        """Undo a fresh :meth:`claim` after a config mistake: the folder was empty, so everything in it is
-        ours; it is removed unless some run already wrote a checkpoint."""
+        """Undo a fresh :meth:`claim` after a config mistake, unless some run already wrote a checkpoint: the
+        folder was empty, so everything in it is ours; the folder itself only if the claim created it."""
         import shutil
 
-        if not any(self.path.rglob("*.pt")):
-            shutil.rmtree(self.path)
+        from ssnas.engine.rundir import remove_entry
+
+        if any(self.path.rglob("*.pt")):
+            return
+        if self.made is not None:
+            shutil.rmtree(self.made)
+            return
+        for child in self.path.iterdir():
+            remove_entry(child)
 
     def run_path(self, name: str) -> Path:
         return self.runs_root / "runs" / name

@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 from ssnas.engine.checkpoint import atomic_write_bytes
+from ssnas.errors import UserError
 
 SUMMARY_DROP = ("checkpoint", "plots")     # machine paths: not numbers, and wrong on another machine
 METRICS_DROP = ("per_class_iou",)          # per epoch, the bulkiest field; the final one stays in the summary
@@ -27,6 +28,20 @@ def write_json(path: Path, data) -> None:
     """Atomically (temp file + rename): a crash leaves the old record or the new one, never half of one."""
     text = json.dumps(data, indent=1) + "\n"
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def read_json(path: Path, expected: str) -> dict:
+    """The JSON mapping in ``path``; a damaged one (a crash of another tool, an edit) is one line naming the
+    file and ``expected`` (what it should hold and what to do), not a traceback and not silently skipped."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc}), expected {expected}") from None
+    except ValueError as exc:   # JSONDecodeError and UnicodeDecodeError
+        raise UserError(f"{path}: not valid JSON ({str(exc)[:80]}), expected {expected}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: holds a {type(data).__name__}, expected {expected}")
+    return data
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,13 +96,17 @@ class ResultStore:
 
     def load(self, name: str) -> dict | None:
         path = self.file(name)
-        return json.loads(path.read_text()) if path.is_file() else None
+        return self._read(path) if path.is_file() else None
 
     def save(self, record: dict) -> None:
         write_json(self.file(record["name"]), record)
 
     def records(self) -> list[dict]:
-        return [json.loads(p.read_text()) for p in sorted(self.path.glob("*.json"))]
+        return [self._read(p) for p in sorted(self.path.glob("*.json"))]
+
+    @staticmethod
+    def _read(path: Path) -> dict:
+        return read_json(path, f"a sub-run record of `ssnas study` (delete it to run sub-run {path.stem} again)")
 
 
 def train_record(name: str, key: str, summary: dict, metrics: list[dict], measures: dict, train_key: str = "") -> dict:

@@ -45,7 +45,8 @@ def load_variant(name: str) -> dict:
 def space_config(data: dict, source: str = "model") -> AutoDeepLabConfig:
     """Validate the supernet's keys into an :class:`AutoDeepLabConfig` (one UserError line per mistake)."""
     names = [f.name for f in dataclasses.fields(AutoDeepLabConfig)]
-    unknown = sorted(set(data) - set(names))
+    from ssnas.config import unknown_keys
+    unknown = unknown_keys(data, names)
     if unknown:
         raise UserError(f"{source}: {unknown[0]!r} is not a key of the {NAME} space, expected one of "
                         f"{', '.join(names)}")
