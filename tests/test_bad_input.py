@@ -758,10 +758,10 @@ def test_full_disk_keeps_the_previous_checkpoint(where, demo_root, tmp_path, mon
     assert load_checkpoint(last)["train"]["state"]["epoch"] == 1
 
 
-
-@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
-def test_full_disk_keeps_the_previous_export(suffix, demo_root, tmp_path, monkeypatch, capsys):
-    """ENOSPC half-way through writing ``export --overwrite``'s file: one line, the previous file intact."""
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors", ".json"])   # export (torch, safetensors), evaluate
+def test_full_disk_keeps_the_previous_output(suffix, demo_root, tmp_path, monkeypatch, capsys):
+    """ENOSPC half-way through writing ``export --overwrite``'s (or ``evaluate --out --overwrite``'s) file: one
+    line, the previous file intact."""
     import ssnas.engine.checkpoint as checkpoint
 
     out = tmp_path / f"e{suffix}"
@@ -774,7 +774,10 @@ def test_full_disk_keeps_the_previous_export(suffix, demo_root, tmp_path, monkey
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(path, failing)
 
-    argv = export(tmp_path, demo_root, out, "--overwrite")
+    if suffix == ".json":
+        argv = evaluate(tmp_path, demo_root, "--out", str(out), "--overwrite")
+    else:
+        argv = export(tmp_path, demo_root, out, "--overwrite")
     monkeypatch.setattr(checkpoint, "atomic_write_bytes", atomic_write_bytes)
     assert run_cli(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -782,6 +785,7 @@ def test_full_disk_keeps_the_previous_export(suffix, demo_root, tmp_path, monkey
     assert str(out) in err and "No space left on device" in err
     assert out.read_bytes() == b"the previous export"
     assert not list(tmp_path.rglob("*.tmp"))
+
 
 # ---------------------------------------------------------------- what --overwrite may replace
 def test_overwrite_replaces_an_ssnas_run_and_nothing_else(tmp_path, demo_root):

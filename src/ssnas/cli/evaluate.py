@@ -83,8 +83,8 @@ def run(args) -> int:
     names = task.classes.names
     result["class_names"] = list(names)
     if args.out:
-        from ssnas.engine.checkpoint import atomic_write_bytes
-        atomic_write_bytes(args.out, lambda f: f.write(json.dumps(result, indent=2).encode()))
+        from ssnas.engine.checkpoint import write_output
+        write_output(args.out, json.dumps(result, indent=2).encode(), "the evaluation result")
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -110,7 +110,11 @@ def write_label_ids(train_ids: torch.Tensor, name: str, out_dir) -> Path:
 
     path = Path(out_dir) / f"{name}{LABEL_IDS_SUFFIX}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(to_label_ids(train_ids))).save(path)
+    try:
+        Image.fromarray(np.ascontiguousarray(to_label_ids(train_ids))).save(path)
+    except OSError as exc:   # a full disk: one line, as for every other output
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc}); the label maps of earlier images are "
+                        f"complete, expected free space and a writable folder") from None
     return path
 
 
