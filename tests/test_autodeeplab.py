@@ -11,7 +11,7 @@ from ssnas.cli import main
 from ssnas.space.autodeeplab import AutoDeepLab, AutoDeepLabConfig
 from ssnas.space.autodeeplab.cell import PRIMITIVES, cell_edges
 from ssnas.space.autodeeplab.fuse import FusedAutoDeepLab, fuse
-from ssnas.space.autodeeplab.network import EDGE_OFFSETS, levels_at
+from ssnas.space.autodeeplab.topology import EDGE_OFFSETS, levels_at
 from ssnas.space.autodeeplab.retrained import (SEARCHED_CELL, SEARCHED_PATH, create_retrained, list_retrained,
                                                load_retrained)
 from ssnas.space.profile import forward_flops

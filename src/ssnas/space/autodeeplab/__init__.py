@@ -3,6 +3,7 @@ ASPP heads (``network``), the fused export (``fuse``), the published retrained n
 its registration as the search space ``autodeeplab`` (``builder``)."""
 from ssnas.space.autodeeplab.builder import build_autodeeplab, list_variants
 from ssnas.space.autodeeplab.cell import PRIMITIVES
-from ssnas.space.autodeeplab.network import AutoDeepLab, AutoDeepLabConfig
+from ssnas.space.autodeeplab.network import AutoDeepLab
+from ssnas.space.autodeeplab.topology import AutoDeepLabConfig
 
 __all__ = ["PRIMITIVES", "AutoDeepLab", "AutoDeepLabConfig", "build_autodeeplab", "list_variants"]

@@ -16,8 +16,9 @@ import torch
 from ssnas.errors import UserError
 from ssnas.space.autodeeplab.cell import PRIMITIVES
 from ssnas.space.autodeeplab.fuse import FusedAutoDeepLab
-from ssnas.space.autodeeplab.network import NORMALIZATIONS, AutoDeepLab, AutoDeepLabConfig, LEVELS
+from ssnas.space.autodeeplab.network import AutoDeepLab
 from ssnas.space.autodeeplab.retrained import RetrainedAutoDeepLab, RetrainedConfig, load_retrained
+from ssnas.space.autodeeplab.topology import LEVELS, NORMALIZATIONS, AutoDeepLabConfig
 from ssnas.space.base import register_space
 
 NAME = "autodeeplab"

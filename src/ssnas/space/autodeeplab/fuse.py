@@ -10,6 +10,8 @@ Exact rewrites of the eval-mode forward only (the blocks fold themselves: ``Sear
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
@@ -17,9 +19,12 @@ from ssnas.ops import build_op
 from ssnas.ops.fold import fuse_module
 from ssnas.space.autodeeplab.cell import Cell, Preprocess, fuse_tree
 from ssnas.space.autodeeplab.heads import SearchASPP, Stem, upsample_to
-from ssnas.space.autodeeplab.network import (EDGE_OFFSETS, LEVELS, OUTPUT_STRIDE, AutoDeepLab, AutoDeepLabConfig,
-                                             aspp_rate, levels_at, node_channels, prev_prev_level)
+from ssnas.space.autodeeplab.topology import (EDGE_OFFSETS, LEVELS, OUTPUT_STRIDE, AutoDeepLabConfig, aspp_rate,
+                                              levels_at, node_channels, prev_prev_level)
 from ssnas.space.topology import pad_to_stride
+
+if TYPE_CHECKING:   # the supernet only for annotations: network.py imports this module to fuse itself
+    from ssnas.space.autodeeplab.network import AutoDeepLab
 
 
 class FusedAutoDeepLab(nn.Module):

@@ -23,7 +23,7 @@ from ssnas.ops import build_op
 from ssnas.errors import UserError
 from ssnas.space.autodeeplab.cell import Cell, Preprocess
 from ssnas.space.autodeeplab.heads import DeepLabV3PlusHead, Stem, upsample_to
-from ssnas.space.autodeeplab.network import OUTPUT_STRIDE
+from ssnas.space.autodeeplab.topology import OUTPUT_STRIDE
 from ssnas.space.topology import pad_to_stride
 
 # Fig. 3: block b = op_1(input_1) + op_2(input_2); inputs 0 = H^{l-2}, 1 = H^{l-1}, 2 + k = block k.
