@@ -10,8 +10,6 @@ Exact rewrites of the eval-mode forward only (the blocks fold themselves: ``Sear
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor, nn
 
@@ -22,9 +20,6 @@ from ssnas.space.autodeeplab.heads import SearchASPP, Stem, upsample_to
 from ssnas.space.autodeeplab.topology import (EDGE_OFFSETS, LEVELS, OUTPUT_STRIDE, AutoDeepLabConfig, aspp_rate,
                                               levels_at, node_channels, prev_prev_level)
 from ssnas.space.topology import pad_to_stride
-
-if TYPE_CHECKING:   # the supernet only for annotations: network.py imports this module to fuse itself
-    from ssnas.space.autodeeplab.network import AutoDeepLab
 
 
 class FusedAutoDeepLab(nn.Module):
@@ -89,7 +84,7 @@ class FusedAutoDeepLab(nn.Module):
         return logits[..., :h, :w] if x.shape[-2:] != (h, w) else logits
 
 
-def fused_spec(model: AutoDeepLab) -> dict:
+def fused_spec(model: nn.Module) -> dict:   # model: network.AutoDeepLab (which imports this module)
     """The plain-value description of ``model``'s fused network (its current masks)."""
     a_hat, b_hat = model.alpha_hat(), model.beta_hat()
     nodes = []
@@ -104,7 +99,7 @@ def fused_spec(model: AutoDeepLab) -> dict:
 
 
 @torch.no_grad()
-def fuse(model: AutoDeepLab) -> FusedAutoDeepLab:
+def fuse(model: nn.Module) -> FusedAutoDeepLab:   # model: network.AutoDeepLab
     """The fused network of ``model`` with its current masks (discretize first for the decoded architecture)."""
     spec = fused_spec(model)
     with torch.device(next(model.parameters()).device):
