@@ -415,7 +415,12 @@ def row_checkpoint_without_space(tmp, demo):
 
 def row_checkpoint_string_version(tmp, demo):
     ckpt = checkpoint(tmp, demo, _raw=True, format="ssnas-checkpoint", version="1", model={})
-    return predict(tmp, demo, "--out", str(tmp / "p"), ckpt=ckpt), ["'version' is a str"], [ckpt]
+    return predict(tmp, demo, "--out", str(tmp / "p"), ckpt=ckpt), ["version '1', expected an integer"], [ckpt]
+
+
+def row_checkpoint_from_a_newer_ssnas(tmp, demo):
+    ckpt = checkpoint(tmp, demo, version=99)
+    return evaluate(tmp, demo, ckpt=ckpt), ["checkpoint version 99 is newer than this ssnas"], [ckpt]
 
 
 def row_checkpoint_model_not_a_dict(tmp, demo):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ssnas.errors import UserError
+from ssnas.errors import UserError, check_version
 
 FORMAT = "ssnas-checkpoint"
 VERSION = 1
@@ -123,16 +123,14 @@ def check_checkpoint(payload: dict, path: str | Path, require=("model",)) -> dic
 
 
 # The type of every top-level field; a crafted or damaged file gets one line naming the field.
-FIELDS = {"version": int, "space": dict, "model": dict, "classes": (dict, type(None)), "config": (dict, type(None)),
+FIELDS = {"space": dict, "model": dict, "classes": (dict, type(None)), "config": (dict, type(None)),
           "config_hash": (str, type(None)), "train": dict}
 
 
 def check_fields(payload: dict, path, require=("model",)) -> None:
     """Each field present has its type (``version`` a supported integer, ``model`` a mapping of names to
     tensors), and the fields in ``require`` are present."""
-    version = payload.get("version", 0)
-    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
-        raise UserError(f"{path}: checkpoint version {version} is newer than this ssnas ({VERSION})")
+    check_version(payload.get("version", 0), VERSION, f"{path}: checkpoint")
     for key, kind in FIELDS.items():
         if key in payload and (not isinstance(payload[key], kind) or isinstance(payload[key], bool)):
             raise UserError(f"{path}: checkpoint field '{key}' is a {type(payload[key]).__name__}, "
