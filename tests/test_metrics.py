@@ -132,6 +132,23 @@ def test_evaluate_refuses_a_non_empty_prediction_folder(tmp_path):
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
+def test_a_full_disk_while_writing_label_ids_is_one_line(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from PIL import Image as PILImage
+
+    from ssnas.errors import UserError
+    from ssnas.evaluation import write_label_ids
+
+    def full(self, fp, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(PILImage.Image, "save", full)
+    with pytest.raises(UserError, match=r"frankfurt_000000_labelIds\.png: cannot write \(No space left"):
+        write_label_ids(torch.zeros(4, 8, dtype=torch.long), "frankfurt_000000", tmp_path)
+
+
 # --- Test-time augmentation ------------------------------------------------------------------------
 
 class PositionModel(nn.Module):
