@@ -46,6 +46,13 @@ def test_cost_study_runs_both_arms_within_budget(study):
         assert 0.0 <= x["miou"] <= 1.0
         if x["arm"] != FREE:   # measured (parameter count of the fused network), at most the budget
             assert x["cost"] <= budgets[x["target"]] < free[0]["cost"]
+    # each arm reports the supernet it was cut from: the cost term's search, or the unconstrained run
+    for x in rows:
+        source = {FREE: "unconstrained", PRUNE_ARM: "unconstrained", COST_ARM: f"cost-{x['target']}"}[x["arm"]]
+        summary = json.loads((out / "runs" / f"{source}-s{x['seed']}" / "summary.json").read_text())
+        assert x["searched_miou"] == summary["miou"]
+        assert x["searched_h_beta"] == pytest.approx(summary["entropy"]["beta"]["end"]["normalized"])
+    assert "| Supernet mIoU | Supernet H(β̂) |" in (out / "report.md").read_text()
     # the cost-term searches ran with the term on, and logged E[cost] in their search epoch
     cfg = yaml.safe_load((out / "configs" / "cost-t2-s1.yaml").read_text())
     assert cfg["cost"]["weight"] == 5.0 and float(cfg["cost"]["target"]) == pytest.approx(budgets["t2"])

@@ -107,7 +107,8 @@ def run(cfg, study_dir, progress) -> dict:
         free_cfg = derive(cfg, {"seed": seed, "cost.weight": 0.0, "cost.target": None, "cost.budget": None})
         free = study_dir.train(f"unconstrained-s{seed}", free_cfg, measure=measure)
         rows.append({"arm": FREE, "target": "-", "budget": math.nan, "seed": seed, "miou": free["miou"],
-                     "cost": free["measure"]["cost"], "edges": free["measure"]["edges"]})
+                     "cost": free["measure"]["cost"], "edges": free["measure"]["edges"],
+                     "searched_miou": free["miou"], "searched_h_beta": _end_entropy(free)})
         for tag, budget, given in budgets:
             text = f"{budget:.9g}"
             searched = study_dir.train(f"cost-{tag}-s{seed}", derive(free_cfg, {"cost.weight": float(weight),
@@ -120,7 +121,8 @@ def run(cfg, study_dir, progress) -> dict:
                 tuned = study_dir.train(name, derive(free_cfg, changes), measure=measure)
                 rows.append({"arm": arm, "target": tag, "budget": budget, "seed": seed, "miou": tuned["miou"],
                              "cost": tuned["measure"]["cost"], "edges": tuned["measure"]["edges"],
-                             "searched_miou": searched["miou"] if arm == COST_ARM else free["miou"]})
+                             "searched_miou": (searched if arm == COST_ARM else free)["miou"],
+                             "searched_h_beta": _end_entropy(searched if arm == COST_ARM else free)})
     results = {"paper": PAPER, "rows": rows, "seeds": seeds, "metric": metric, "input_size": size, "e0": e0,
                "targets": [{"tag": tag, "budget": b, "given": g} for tag, b, g in budgets],
                "cost_weight": weight, "penalty": cfg.cost.penalty, "finetune_epochs": epochs}
@@ -129,22 +131,29 @@ def run(cfg, study_dir, progress) -> dict:
     return results
 
 
+def _end_entropy(summary: dict) -> float:
+    """Normalized H(β̂) of a sub-run's supernet at the end of its search (NaN where its summary has none): how
+    far from one path the network was that the budget rule then cut down."""
+    return float(summary.get("entropy", {}).get("beta", {}).get("end", {}).get("normalized", math.nan))
+
+
 def _arm(rows, arm, tag=None) -> list:
     return [r for r in rows if r["arm"] == arm and (tag is None or r["target"] == tag)]
 
 
 def _markdown(results, format_cost) -> str:
     rows, metric = results["rows"], results["metric"]
-    body = []
-    free = _arm(rows, FREE)
-    body.append([FREE, "-", format_cost(statistics.fmean(r["cost"] for r in free), metric),
-                 pct_pm([r["miou"] for r in free]), f"{statistics.fmean(r['edges'] for r in free):.1f}", len(free)])
+
+    def line(arm, target, rs):
+        return [arm, target, format_cost(statistics.fmean(r["cost"] for r in rs), metric),
+                pct_pm([r["miou"] for r in rs]), pct_pm([r["searched_miou"] for r in rs]),
+                f"{statistics.fmean(r['searched_h_beta'] for r in rs):.2f}",
+                f"{statistics.fmean(r['edges'] for r in rs):.1f}", len(rs)]
+
+    body = [line(FREE, "-", _arm(rows, FREE))]
     for t in results["targets"]:
         for arm in (COST_ARM, PRUNE_ARM):
-            rs = _arm(rows, arm, t["tag"])
-            body.append([arm, f"{t['tag']}: {format_cost(t['budget'], metric)}",
-                         format_cost(statistics.fmean(r["cost"] for r in rs), metric),
-                         pct_pm([r["miou"] for r in rs]), f"{statistics.fmean(r['edges'] for r in rs):.1f}", len(rs)])
+            body.append(line(arm, f"{t['tag']}: {format_cost(t['budget'], metric)}", _arm(rows, arm, t["tag"])))
     size = "x".join(str(s) for s in results["input_size"])
     e0 = "" if results["e0"] is None else \
         f" E0 (uniform architecture's expected cost) = {format_cost(results['e0'], metric)};"
@@ -152,8 +161,11 @@ def _markdown(results, format_cost) -> str:
         f"**mIoU against measured cost** ({metric} of the fused network at {size}).{e0} cost term: "
         f"{results['penalty']} penalty, weight {results['cost_weight']:g}; both arms discretized to the budget by "
         f"the greedy rule of `export/budget.py` and fine-tuned {results['finetune_epochs']} epochs. mIoU: mean ± "
-        f"std over {len(results['seeds'])} seed(s) {results['seeds']}.", "",
-        markdown_table(["Arm", "Target", "Measured cost (mean)", "mIoU", "Edges", "Runs"], body), ""])
+        f"std over {len(results['seeds'])} seed(s) {results['seeds']}. *Supernet*: the searched network the arm "
+        f"starts from (the cost term's search, or the unconstrained run), its mIoU and normalized H(β̂) at the end "
+        f"of its search, before the budget rule cut it to one network.", "",
+        markdown_table(["Arm", "Target", "Measured cost (mean)", "mIoU", "Supernet mIoU", "Supernet H(β̂)", "Edges",
+                        "Runs"], body), ""])
 
 
 def _plot(results, curves, path) -> str:
