@@ -289,10 +289,34 @@ def test_entropy_verdict_on_crafted_numbers():
     assert "+3.7 points (95% CI [+2.9, +4.4], paired, 3 seeds) → **held**" in lines[0]
     assert lines[1].startswith("- linear:") and "→ **did not hold**" in lines[1]
     assert "'linear is at least as good'" in lines[2] and lines[2].endswith("**held**.")
-    assert lines[3].startswith("- Power: seed-to-seed std 2.07 points") and "seeds per setting" in lines[3]
-    assert all("→ **held** ('stronger entropy loss, lower final entropy')" in line for line in lines[4:6])
+    # linear-high is within 2 % of none at every seed: the paper-scale configs' c is the high magnitude
+    assert lines[3].startswith("- Paper-scale c") and ": c = 1; high − none = " in lines[3]
+    assert lines[4].startswith("- Power: seed-to-seed std 2.07 points") and "seeds per setting" in lines[4]
+    assert all("→ **held** ('stronger entropy loss, lower final entropy')" in line for line in lines[5:7])
     # constant ends 0.1 lower than linear at every seed: its entropy fell faster
-    assert "constant − linear = +0.100 (95% CI [+0.100, +0.100], paired, 3 seeds) → **held**" in lines[6]
+    assert "constant − linear = +0.100 (95% CI [+0.100, +0.100], paired, 3 seeds) → **held**" in lines[7]
+
+
+@pytest.mark.parametrize("losses, expected", [
+    ((0.0, 0.0, 0.05), 0.1),     # low and medium cost nothing, high loses 5 points: medium
+    ((0.0, 0.05, 0.0), 0.01),    # medium loses: the walk stops there, even though high would pass
+    ((0.05, 0.0, 0.0), 0.0),     # the weakest already loses: no entropy loss
+    ((0.012, 0.0, 0.0), None),   # the weakest's CI straddles the 1.4-point margin: undetermined
+])
+def test_paper_scale_c_is_the_strongest_harmless_magnitude(losses, expected):
+    """docs/design.md's rule for the cityscapes configs' c, on crafted linear-scaling numbers (none at 70 %)."""
+    from ssnas.studies.common import mean_std
+    from ssnas.studies.entropy import harmless_magnitude
+
+    mags = {"none": 0.0, "low": 0.01, "medium": 0.1, "high": 1.0}
+    noise = (0.0, 0.004, -0.004)
+    rows = [{"scaling": "linear", "magnitude": m, "seed": seed,
+             "miou": 0.70 + 0.01 * seed - loss + noise[seed] * bool(loss)}
+            for m, loss in zip(mags, (0.0, *losses)) for seed in range(3)]
+    table = {"linear": {m: mean_std([r["miou"] for r in rows if r["magnitude"] == m]) for m in mags}}
+    c, text = harmless_magnitude({"magnitudes": mags, "rows": rows, "table": table}, "linear")
+    assert c == expected
+    assert text.startswith("linear: the strongest magnitude at least as good as none")
 
 
 def test_discretization_and_two_stage_verdicts_on_crafted_numbers():

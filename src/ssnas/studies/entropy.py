@@ -13,7 +13,8 @@ import statistics
 from ssnas.errors import UserError
 from ssnas.studies.common import (derive, figure, markdown_table, mean_std, number_map, pct, pct_pm, save_figure,
                                   seeds_of, spearman, study_param)
-from ssnas.studies.stats import MARGIN, at_least, by_seed, claim, difference, power_note, verdict_text
+from ssnas.studies.stats import (HELD, MARGIN, NOT_HELD, at_least, by_seed, claim, difference, power_note,
+                                 verdict_text)
 
 TITLE = "Entropy loss: scaling function × magnitude (Table 2, Fig. 3)"
 PAPER = ("Table 2 (small model, 3 seeds): constant 70.9 / 70.2 / 69.6 / 68.1%, linear 70.9 / 70.9 / 70.8 / "
@@ -106,6 +107,33 @@ def paper_drop(scaling: str) -> float:
     return (none - high) / none
 
 
+def harmless_magnitude(results, scaling: str) -> tuple:
+    """(c, text): the strongest magnitude of ``scaling`` whose mIoU, and that of every weaker one, is at least
+    as good as no entropy loss's (non-inferior by ``MARGIN`` of its mIoU, paired by seed): the rule that picks
+    the paper-scale configs' c from this Table 2 (docs/design.md, "Entropy at paper scale"; fixed before the
+    proxy's Table 2 was seen). c is 0 when the weakest magnitude already did not hold, and None when the
+    first one short of held is inconclusive before any held (undetermined)."""
+    mags, rows, table = results["magnitudes"], results["rows"], results["table"]
+    none = min(mags, key=mags.get)
+    margin = MARGIN * table[scaling][none][0]
+    base = by_seed(rows, "miou", scaling=scaling, magnitude=none)
+    chosen, parts = 0.0, []
+    for m in sorted((m for m in mags if mags[m] > 0), key=mags.get):
+        iv = difference(by_seed(rows, "miou", scaling=scaling, magnitude=m), base)
+        word = at_least(iv, margin)
+        parts.append(f"{m} − {none} = {iv.text(100, ' points')} → {word}")
+        if word != HELD:
+            if word != NOT_HELD and chosen == 0.0:
+                chosen = None
+            break
+        chosen = mags[m]
+    pick = ("undetermined (the first magnitude is inconclusive)" if chosen is None
+            else f"c = {chosen:g}" + (" (no magnitude costs nothing)" if chosen == 0 else ""))
+    return chosen, (f"{scaling}: the strongest magnitude at least as good as {none} (every weaker one too; no loss "
+                    f"beyond {100 * margin:.1f} points = {100 * MARGIN:.0f}% of {none}): {pick}; "
+                    + "; ".join(parts))
+
+
 def verdict(results) -> str:
     """Differences paired by seed (every setting runs the same seeds), judged by :mod:`ssnas.studies.stats`."""
     mags, table, rows = results["magnitudes"], results["table"], results["rows"]
@@ -131,6 +159,9 @@ def verdict(results) -> str:
             lines.append(f"- {m}: linear − constant = {iv.text(100, ' points')} → 'linear is at least as good' "
                          f"(no loss beyond {100 * margin:.1f} points = {100 * MARGIN:.0f}% of constant) "
                          f"{verdict_text(word, iv, 100, ' points')}.")
+    if "linear" in results["scalings"] and min(mags.values()) == 0:
+        lines.append(f"- Paper-scale c (docs/design.md's rule, the linear scaling): "
+                     f"{harmless_magnitude(results, 'linear')[1]}.")
     first = results["scalings"][0]
     groups = [_mious(rows, s, m) for s in results["scalings"] for m in mags if mags[m] > 0 or s == first]
     note = power_note(groups, paper_drop("constant") * table[first][weakest][0], "the paper's relative Table 2 drop")
