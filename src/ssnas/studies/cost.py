@@ -107,22 +107,21 @@ def run(cfg, study_dir, progress) -> dict:
         free_cfg = derive(cfg, {"seed": seed, "cost.weight": 0.0, "cost.target": None, "cost.budget": None})
         free = study_dir.train(f"unconstrained-s{seed}", free_cfg, measure=measure)
         rows.append({"arm": FREE, "target": "-", "budget": math.nan, "seed": seed, "miou": free["miou"],
-                     "cost": free["measure"]["cost"], "edges": free["measure"]["edges"],
-                     "searched_miou": free["miou"], "searched_h_beta": _end_entropy(free)})
+                     "cost": free["measure"]["cost"], "edges": free["measure"]["edges"], **_parent(free)})
         for tag, budget, given in budgets:
             text = f"{budget:.9g}"
             searched = study_dir.train(f"cost-{tag}-s{seed}", derive(free_cfg, {"cost.weight": float(weight),
                                                                                 "cost.target": text}))
             curves.setdefault(tag, {})[seed] = [r.get("expected_cost")
                                                 for r in study_dir.metrics(f"cost-{tag}-s{seed}")]
-            for arm, source in ((COST_ARM, f"cost-{tag}-s{seed}"), (PRUNE_ARM, f"unconstrained-s{seed}")):
+            for arm, source, parent in ((COST_ARM, f"cost-{tag}-s{seed}", searched),
+                                        (PRUNE_ARM, f"unconstrained-s{seed}", free)):
                 name = f"{'cost' if arm == COST_ARM else 'prune'}-{tag}-ft-s{seed}"
                 changes = {**finetune, "cost.budget": text, "model.init_checkpoint": study_dir.checkpoint(source)}
                 tuned = study_dir.train(name, derive(free_cfg, changes), measure=measure)
                 rows.append({"arm": arm, "target": tag, "budget": budget, "seed": seed, "miou": tuned["miou"],
                              "cost": tuned["measure"]["cost"], "edges": tuned["measure"]["edges"],
-                             "searched_miou": (searched if arm == COST_ARM else free)["miou"],
-                             "searched_h_beta": _end_entropy(searched if arm == COST_ARM else free)})
+                             **_parent(parent)})
     results = {"paper": PAPER, "rows": rows, "seeds": seeds, "metric": metric, "input_size": size, "e0": e0,
                "targets": [{"tag": tag, "budget": b, "given": g} for tag, b, g in budgets],
                "cost_weight": weight, "penalty": cfg.cost.penalty, "finetune_epochs": epochs}
@@ -131,10 +130,10 @@ def run(cfg, study_dir, progress) -> dict:
     return results
 
 
-def _end_entropy(summary: dict) -> float:
-    """Normalized H(β̂) of a sub-run's supernet at the end of its search (NaN where its summary has none): how
-    far from one path the network was that the budget rule then cut down."""
-    return float(summary.get("entropy", {}).get("beta", {}).get("end", {}).get("normalized", math.nan))
+def _parent(summary: dict) -> dict:
+    """The searched supernet an arm was cut from: its mIoU and normalized H(β̂) at the end of its search (how
+    far from one path it was when the budget rule cut it down)."""
+    return {"searched_miou": summary["miou"], "searched_h_beta": summary["entropy"]["beta"]["end"]["normalized"]}
 
 
 def _arm(rows, arm, tag=None) -> list:
