@@ -67,6 +67,17 @@ def row_fractions_not_one(tmp, demo):
     return search(tmp / "out", demo, "protocol.warmup=0.5"), ["warmup + search + finetune", "expected 1"], []
 
 
+def row_more_edges_than_a_grid_cell_has(tmp, demo):
+    return (search(tmp / "out", demo, "model.discretize_edges=4"),
+            ["model.discretize_edges", "expected 1 to 3"], [])
+
+
+def row_more_edges_than_a_dense_cell_has(tmp, demo):
+    """The same rule in every space (ArchitectureMixin.discretize): the dense space used to keep all silently."""
+    return (search(tmp / "out", demo, "model.space=dense", "model.discretize_edges=99"),
+            ["model.discretize_edges", "expected 1 to"], [])
+
+
 def row_malformed_yaml(tmp, demo):
     bad = tmp / "bad.yaml"
     bad.write_text("protocol:\n  epochs: [3\n  warmup: 0.1\n")

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Protocol, Tuple, runtime_checkable
 
+import torch
 from torch import Tensor, nn
 
+from ssnas.arch import keep_strongest, prune_weakest
 from ssnas.errors import UserError
 from ssnas.registry import Registry
 
@@ -108,9 +110,10 @@ class SearchSpace(Protocol):
 
 class ArchitectureMixin:
     """The architecture bookkeeping every space shares (one implementation): ``alpha``/``beta`` apart from the
-    weights, and the ``frozen`` buffer of the fine-tune phase. The buffer is in the state dict, so a resumed
-    fine-tune stays frozen: loading re-applies it to ``requires_grad``. A space registers ``alpha``, ``beta``
-    and the ``frozen`` buffer (a 0-d bool tensor) in its ``__init__``."""
+    weights, discretization and pruning on the ``edge_mask``/``op_mask`` buffers, and the ``frozen`` buffer of
+    the fine-tune phase. ``frozen`` is in the state dict, so a resumed fine-tune stays frozen: loading re-applies
+    it to ``requires_grad``. A space registers ``alpha``, ``beta``
+    and the ``edge_mask``, ``op_mask`` and ``frozen`` (a 0-d bool tensor) buffers in its ``__init__``."""
 
     def arch_parameters(self) -> List[nn.Parameter]:
         return [self.alpha, self.beta]
@@ -141,6 +144,37 @@ class ArchitectureMixin:
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
         self._apply_frozen_flag()
         return result
+
+    # ----------------------------------------------------------------- discretization (every space's rule)
+    def discretize(self, edges_per_cell: Optional[int] = 1, ops: bool = True) -> None:
+        """Keep the top ``edges_per_cell`` incoming edges of every cell by β̂ (None: all; a cell with fewer keeps
+        all of its own) and, if ``ops``, the cell's operations by ``_top_ops``. Masked choices get weight 0;
+        the rest are renormalized. More edges than any cell of the space has is a typo, not "keep all": one
+        line, in every space alike."""
+        with torch.no_grad():
+            if edges_per_cell is not None:
+                most = self.edge_mask.shape[-1]
+                if not 1 <= edges_per_cell <= most:
+                    raise UserError(f"model.discretize_edges: {edges_per_cell}, expected 1 to {most} (the most "
+                                    f"incoming edges a cell of this search space has)")
+                self.edge_mask &= keep_strongest(self.edge_mask, self.beta_hat(), edges_per_cell)
+            if ops:
+                self.op_mask &= self._top_ops()
+
+    def _top_ops(self) -> Tensor:
+        """The operations ``discretize`` keeps, as a mask like ``op_mask``: each cell's top kernel by α̂."""
+        return keep_strongest(self.op_mask, self.alpha_hat(), 1)
+
+    def prune_edges(self, fraction: float) -> int:
+        """§4.2: drop the ``fraction`` of kept edges with the weakest β̂ (ranked within their cell, the paper's
+        approximation), never a cell's last one. Returns the number dropped."""
+        with torch.no_grad():
+            mask, dropped = prune_weakest(self.edge_mask, self.beta_hat(), fraction)
+            self.edge_mask.copy_(mask)
+        return dropped
+
+    def num_edges(self) -> int:
+        return int(self.edge_mask.sum())
 
 
 @runtime_checkable

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssnas.arch import keep_strongest, masked_softmax, prune_weakest, unbind_rows
+from ssnas.arch import masked_softmax, unbind_rows
 from ssnas.errors import UserError
 from ssnas.ops.fold import permute_inputs, set_conv
 from ssnas.space.backbone import ShapeAlign
@@ -200,7 +200,6 @@ class DenseSuperNet(ArchitectureMixin, nn.Module):
     # the grid's, unchanged: α̂, the masks' bookkeeping, the forward pass (stem → backbone → head, padding)
     alpha_hat = SuperNet.alpha_hat
     arch_state_keys = SuperNet.arch_state_keys
-    num_edges = SuperNet.num_edges
     cost_groups = SuperNet.cost_groups   # stem, head, each cell, each transmission's P (its edges, keyed by slot)
     forward = SuperNet.forward
 
@@ -219,26 +218,6 @@ class DenseSuperNet(ArchitectureMixin, nn.Module):
             "alpha": (self.alpha_hat().reshape(L * LEVELS, K), self.op_mask.reshape(L * LEVELS, K)),
             "beta": (self.beta_hat().reshape(L * LEVELS, S), self.edge_mask.reshape(L * LEVELS, S)),
         }
-
-    # ----------------------------------------------------------------- discretization
-    def discretize(self, edges_per_cell: int | None = 1, ops: bool = True) -> None:
-        """The top ``edges_per_cell`` transmissions of each cell by β̂ (all of them when it has fewer) and, if
-        ``ops``, its top kernel by α̂; masked choices get weight 0, the rest are renormalized."""
-        with torch.no_grad():
-            if edges_per_cell is not None:
-                if edges_per_cell < 1:
-                    raise ValueError("edges_per_cell must be >= 1")
-                self.edge_mask &= keep_strongest(self.edge_mask, self.beta_hat(), edges_per_cell)
-            if ops:
-                self.op_mask &= keep_strongest(self.op_mask, self.alpha_hat(), 1)
-
-    def prune_edges(self, fraction: float) -> int:
-        """Drop the ``fraction`` of kept transmissions with the weakest β̂ — ranked within their cell, as the
-        grid's (§4.2) — never a cell's last one. Returns the number dropped."""
-        with torch.no_grad():
-            mask, dropped = prune_weakest(self.edge_mask, self.beta_hat(), fraction)
-            self.edge_mask.copy_(mask)
-        return dropped
 
     # ----------------------------------------------------------------- export, cost, description
     def fuse(self) -> "FusedDenseNet":

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssnas.arch import keep_strongest, masked_softmax, prune_weakest
-from ssnas.errors import UserError
+from ssnas.arch import masked_softmax
 from ssnas.space.backbone import Backbone, beta_hat, edge_valid_mask
 from ssnas.space.base import ArchitectureMixin
 from ssnas.space.head import SegmentationHead
@@ -90,34 +89,6 @@ class SuperNet(ArchitectureMixin, nn.Module):
 
     def arch_state_keys(self) -> tuple[str, ...]:
         return ("alpha", "beta", "edge_mask", "op_mask")
-
-    # ----------------------------------------------------------------- discretization
-    def discretize(self, edges_per_cell: int | None = 1, ops: bool = True) -> None:
-        """Keep the top ``edges_per_cell`` incoming edges of every cell by β̂ (None: all) and, if ``ops``,
-        the top kernel of every cell by α̂. Masked choices get weight 0; the rest are renormalized."""
-        with torch.no_grad():
-            if edges_per_cell is not None:
-                if edges_per_cell < 1:
-                    raise ValueError("edges_per_cell must be >= 1")
-                if edges_per_cell > EDGE_KINDS:
-                    raise UserError(f"model.discretize_edges: {edges_per_cell}, expected at most {EDGE_KINDS} (the "
-                                    f"incoming edges of a grid cell)")
-                self.edge_mask &= keep_strongest(self.edge_mask, self.beta_hat(), edges_per_cell)
-            if ops:
-                self.op_mask &= keep_strongest(self.op_mask, self.alpha_hat(), 1)
-
-    def prune_edges(self, fraction: float) -> int:
-        """Drop the ``fraction`` of currently kept edges with the weakest β̂ (§4.2).
-
-        Edges are ranked by β̂, i.e. by their relative importance within their cell (the paper's
-        approximation); a cell's last edge is never dropped. Returns the number of edges dropped."""
-        with torch.no_grad():
-            mask, dropped = prune_weakest(self.edge_mask, self.beta_hat(), fraction)
-            self.edge_mask.copy_(mask)
-        return dropped
-
-    def num_edges(self) -> int:
-        return int(self.edge_mask.sum())
 
     # ----------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:

@@ -113,9 +113,12 @@ class SegmentationTask(TaskBase):
 
     def check(self) -> None:
         """The space's own keys (``model.options``) are checked by its builder: build it on the meta device
-        (no memory, no data) before the run folder exists; so is whether it can carry a cost term."""
+        (no memory, no data) before the run folder exists; so are ``model.discretize_edges`` against the space's
+        cells and whether it can carry a cost term."""
         with torch.device("meta"):
             model = self._create(num_classes=2)
+            if self.cfg.model.discretize_edges is not None:
+                model.discretize(edges_per_cell=self.cfg.model.discretize_edges, ops=False)
         if self.cfg.cost.weight != 0 or self.cfg.cost.budget is not None:
             from ssnas.cost import cost_aware
             cost_aware(model)

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ssnas.arch import arch_entropies, keep_strongest, prune_weakest
+from ssnas.arch import arch_entropies
 from ssnas.space.autodeeplab.cell import INPUTS_PER_BLOCK, SearchCell, cell_edges
 from ssnas.space.autodeeplab.heads import SearchASPP, Stem, upsample_to
 from ssnas.space.autodeeplab.topology import (EDGE_OFFSETS, LEVELS, OUTPUT_STRIDE, AutoDeepLabConfig, aspp_rate,
@@ -123,33 +123,15 @@ class AutoDeepLab(ArchitectureMixin, nn.Module):
 
 
     # ----------------------------------------------------------------- discretization
-    def discretize(self, edges_per_cell: int | None = 1, ops: bool = True) -> None:
-        """Keep the top ``edges_per_cell`` incoming transitions of every node by β̂ (None: all) and, if ``ops``,
-        decode the cell as Auto-DeepLab / DARTS do: each block keeps its 2 inputs whose strongest operation
-        other than ``none`` has the largest α̂, with that operation; every other edge is dropped."""
-        with torch.no_grad():
-            if edges_per_cell is not None:
-                if edges_per_cell < 1:
-                    raise ValueError("edges_per_cell must be >= 1")
-                self.edge_mask &= keep_strongest(self.edge_mask, self.beta_hat(), edges_per_cell)
-            if ops:
-                keep = torch.zeros_like(self.op_mask)
-                edges = cell_edges(self.cfg.blocks)
-                for b, block in enumerate(self.genotype()):
-                    for j, name in block:
-                        keep[edges.index((b, j)), self.cfg.primitives.index(name)] = True
-                self.op_mask &= keep
-
-    def prune_edges(self, fraction: float) -> int:
-        """Drop the ``fraction`` of currently kept transitions with the weakest β̂ (§4.2 of the single-stage
-        paper), never a node's last incoming one. Returns the number dropped."""
-        with torch.no_grad():
-            mask, dropped = prune_weakest(self.edge_mask, self.beta_hat(), fraction)
-            self.edge_mask.copy_(mask)
-        return dropped
-
-    def num_edges(self) -> int:
-        return int(self.edge_mask.sum())
+    def _top_ops(self) -> Tensor:
+        """``discretize``'s operations, decoded as Auto-DeepLab / DARTS do: each block keeps its 2 inputs whose
+        strongest operation other than ``none`` has the largest α̂, with that operation; every other edge goes."""
+        keep = torch.zeros_like(self.op_mask)
+        edges = cell_edges(self.cfg.blocks)
+        for b, block in enumerate(self.genotype()):
+            for j, name in block:
+                keep[edges.index((b, j)), self.cfg.primitives.index(name)] = True
+        return keep
 
     # ----------------------------------------------------------------- deployment, cost, description
     def arch_state_keys(self) -> tuple[str, ...]:
