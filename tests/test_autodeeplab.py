@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from helpers_models import randomize
 from ssnas.arch import arch_entropies
 from ssnas.cli import main
 from ssnas.space.autodeeplab import AutoDeepLab, AutoDeepLabConfig
@@ -20,20 +21,6 @@ from ssnas.space.profile import forward_flops
 def tiny(blocks=2, **kw) -> AutoDeepLab:
     torch.manual_seed(0)
     return AutoDeepLab(AutoDeepLabConfig(layers=3, filters=4, blocks=blocks, stem_channels=8, num_classes=5, **kw))
-
-
-def randomize(model: AutoDeepLab) -> None:
-    """Non-trivial BN statistics and affine values, and a peaked architecture, so folding is really tested."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                if m.affine:
-                    m.weight.normal_(1, 0.2)
-                    m.bias.normal_(0, 0.2)
-        model.alpha.normal_(0, 1)
-        model.beta.normal_(0, 1)
 
 
 def test_forward_backward_every_weight_gets_a_gradient():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers_models import randomize
 from ssnas.cli import main
 from ssnas.config import CONFIG_DIR, identity, load_config
 from ssnas.cost import CostTable, parse_cost
@@ -32,11 +33,7 @@ VARIANTS = {"kernel": {}, "output": {"mixture": "output"}, "S=0.5": {"sampling":
 
 def randomized(seed=0, **kw):
     torch.manual_seed(seed)
-    model = create_model("tiny", num_classes=3, **kw)
-    with torch.no_grad():
-        model.alpha.normal_(0, 1)
-        model.beta.normal_(0, 1)
-    return model.eval()
+    return randomize(create_model("tiny", num_classes=3, **kw))
 
 
 def measured(model, metric):

@@ -3,6 +3,7 @@ span=1 case, discretization over its larger edge set, exact fused export, its co
 import pytest
 import torch
 
+from helpers_models import randomize
 from ssnas.errors import UserError
 from ssnas.space import create_model
 from ssnas.space.dense import DenseSuperNet, dense_slots, dense_valid_mask
@@ -17,18 +18,7 @@ def dense(seed=0, **kw):
 
 
 def randomized(seed=0, **kw):
-    """A tiny dense supernet in eval mode with random α, β and BN statistics (every fold exercised)."""
-    model = dense(seed, **kw)
-    with torch.no_grad():
-        model.alpha.normal_(0, 1)
-        model.beta.normal_(0, 1)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.3, 0.3)
-    return model.eval()
+    return randomize(dense(seed, **kw))
 
 
 def test_k1_span1_is_the_grid():

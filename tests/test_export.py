@@ -5,6 +5,7 @@ import pytest
 import torch
 from skimage import data as skdata
 
+from helpers_models import randomize
 from ssnas.cli import main
 from ssnas.engine.checkpoint import save_checkpoint
 from ssnas.export import FusedSegNet, fuse_supernet, load_fused
@@ -16,19 +17,8 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def randomized(seed=0, **kw):
-    """A tiny supernet in eval mode with random α, β and BN statistics (so every fold is exercised)."""
     torch.manual_seed(seed)
-    model = create_model("tiny", num_classes=3, **kw)
-    with torch.no_grad():
-        model.alpha.normal_(0, 1)
-        model.beta.normal_(0, 1)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.3, 0.3)
-    return model.eval()
+    return randomize(create_model("tiny", num_classes=3, **kw))
 
 
 def photo(h=64, w=96):

@@ -4,6 +4,7 @@ reloads from its spec, and is counted by ``profile``; each candidate operation b
 import pytest
 import torch
 
+from helpers_models import randomize
 from ssnas.ops import OPS, build_op
 from ssnas.ops.fold import fuse_module
 from ssnas.space import SPACES, SearchSpace, create_model, list_spaces
@@ -17,21 +18,6 @@ SIZE = 64
 def tiny(name, seed=0, num_classes=3):
     torch.manual_seed(seed)
     return create_model(space=name, num_classes=num_classes, **SPACES.entry(name).meta["tiny"])
-
-
-def randomize(model):
-    """Random architecture and BN statistics, so that every fold is exercised."""
-    with torch.no_grad():
-        for p in model.arch_parameters():
-            p.normal_(0, 1)
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                if m.affine:
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.uniform_(-0.3, 0.3)
-    return model.eval()
 
 
 def test_the_grid_is_registered_and_default():
