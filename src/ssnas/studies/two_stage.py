@@ -163,7 +163,7 @@ def _markdown(results, size, crop) -> str:
     measured = [f"**Measured:** the single stage ({pct(results['miou_single'])} mIoU) costs, in FLOPs processed "
                 f"(in wall time):"]
     measured += [f"- {pct(p['cost_ratio_flops'])} ({pct(p['cost_ratio_wall'])}) of {p['method']} at "
-                 f"{pct(p['miou_two'])} mIoU;" for p in results["pipelines"].values()]
+                 f"{pct(p['miou_two'])} mIoU" for p in results["pipelines"].values()]
     return "\n".join([
         f"**Table 4** — final networks, counted as folded by `fuse_supernet` (BatchNorm folded, zero edges, "
         f"zero kernels and unreachable cells removed). Decoding rule: {DECODE_RULE}. The supernet as trained has "
