@@ -112,8 +112,8 @@ class ArchitectureMixin:
     """The architecture bookkeeping every space shares (one implementation): ``alpha``/``beta`` apart from the
     weights, discretization and pruning on the ``edge_mask``/``op_mask`` buffers, and the ``frozen`` buffer of
     the fine-tune phase. ``frozen`` is in the state dict, so a resumed fine-tune stays frozen: loading re-applies
-    it to ``requires_grad``. A space registers ``alpha``, ``beta``
-    and the ``edge_mask``, ``op_mask`` and ``frozen`` (a 0-d bool tensor) buffers in its ``__init__``."""
+    it to ``requires_grad``. A space registers ``alpha``, ``beta`` and the ``edge_mask``, ``op_mask`` and
+    ``frozen`` (a 0-d bool tensor) buffers in its ``__init__``."""
 
     def arch_parameters(self) -> List[nn.Parameter]:
         return [self.alpha, self.beta]
