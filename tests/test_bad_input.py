@@ -567,6 +567,21 @@ def row_profile_latency_out_is_the_checkpoint_even_with_overwrite(tmp, demo):
             "--rounds", "1", "--input-size", "32x64"], ["is an input"], [ckpt]
 
 
+def row_profile_latency_of_a_dense_run(tmp, demo):
+    """Latency tables are measured for the grid; a dense run's checkpoint is refused before anything is timed."""
+    from ssnas.config import to_dict
+    from ssnas.space import create_model
+
+    model = create_model("tiny", space="dense", num_classes=9)
+    cfg = load_config("smoke", [f"data.root={demo}", "run.tensorboard=false", "model.space=dense"])
+    ckpt = checkpoint(tmp, demo, space={**model.cfg.to_dict(), "search_space": "dense"}, model=model.state_dict(),
+                      config=to_dict(cfg))
+    out = tmp / "lat.json"
+    row_profile_latency_of_a_dense_run.after = lambda: not out.exists()
+    return ["profile", "--latency", "--checkpoint", str(ckpt), "--out", str(out), "--device", "cpu", "--rounds", "1",
+            "--input-size", "32x64"], ["cost.metric: 'latency'", "'dense'"], [ckpt]
+
+
 def row_export_out_is_the_latency_table_even_with_overwrite(tmp, demo):
     table = tmp / "latency.json"
     table.write_text("{}")

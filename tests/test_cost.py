@@ -13,7 +13,8 @@ from helpers_models import randomize
 from ssnas.cli import main
 from ssnas.config import CONFIG_DIR, identity, load_config
 from ssnas.cost import CostTable, parse_cost
-from ssnas.cost.grid import count_table, discrete_cost, expected_cost, kept_choices, live_probabilities
+from ssnas.cost import cost_table
+from ssnas.cost.expected import discrete_cost, expected_cost, kept_choices, live_probabilities
 from ssnas.cost.latency import CALIBRATION_SEEDS, random_one_hot
 from ssnas.engine.checkpoint import save_checkpoint
 from ssnas.engine.trainer import Trainer
@@ -28,7 +29,8 @@ from ssnas.space.backbone import EDGE_OFFSETS
 from ssnas.space.profile import forward_flops
 
 SIZE = (64, 96)          # not a multiple of 32: the fused net pads, the table must count that too
-VARIANTS = {"kernel": {}, "output": {"mixture": "output"}, "S=0.5": {"sampling": 0.5}}
+VARIANTS = {"kernel": {}, "output": {"mixture": "output"}, "S=0.5": {"sampling": 0.5},
+            "dense": {"space": "dense"}}   # dense: 2 layers back, every level (long pools, several up convs)
 
 
 def randomized(seed=0, **kw):
@@ -62,7 +64,7 @@ def tables():
     out = {}
     for name, kw in VARIANTS.items():
         model = randomized(**kw)
-        out[name] = {m: count_table(model, m, SIZE) for m in ("flops", "params")}
+        out[name] = {m: cost_table(model, m, SIZE) for m in ("flops", "params")}
     return out
 
 
@@ -75,7 +77,7 @@ def test_table_sum_is_the_fused_networks_cost(tables, variant, metric):
         model = randomized(**VARIANTS[variant])
         if seed:
             random_masks(model, seed)
-        assert discrete_cost(table, *kept_choices(model)) == measured(model, metric)
+        assert discrete_cost(table, *kept_choices(model), model.slots) == measured(model, metric)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -84,35 +86,39 @@ def test_expected_cost_of_a_one_hot_architecture_is_exact(tables, variant):
         model = randomized(seed, **VARIANTS[variant])
         model.discretize(edges_per_cell=1, ops=True)
         for metric in ("flops", "params"):
-            e = expected_cost(tables[variant][metric].tensors(), model.alpha_hat(), model.beta_hat())
+            e = expected_cost(tables[variant][metric].tensors(), model.alpha_hat(), model.beta_hat(), model.slots)
             # exactly, as an integer count: `forward_flops` of the fused net is summary.json's "fused" GFLOPs
             assert float(e.detach()) == measured(model, metric)
 
 
-def test_expected_cost_is_the_expectation_over_sampled_architectures(tables):
-    """Brute force over every single-edge choice of the 2-layer tiny grid (36² architectures)."""
-    model = randomized(3).double()     # double: β̂ rows sum to 1 to 1e-16 (dead cells' picks sum out)
-    table = tables["kernel"]["flops"]
+@pytest.mark.parametrize("space", [{}, {"space": "dense", "k": 2, "level_span": 1}])
+def test_expected_cost_is_the_expectation_over_sampled_architectures(space):
+    """Brute force over every single-edge choice of the 2-layer tiny grid (36² architectures) and of the tiny
+    dense space reaching 2 layers back (36 · 576: the second layer's cells also pick from the stem)."""
+    model = randomized(3, **space).double()   # double: β̂ rows sum to 1 to 1e-16 (dead cells' picks sum out)
+    table = cost_table(model, "flops", SIZE)
     t = table.tensors()
     a_hat, b_hat = model.alpha_hat().detach(), model.beta_hat().detach()
     op_mean = (a_hat * t["ops"]).sum(-1)
-    choices = [[j for j in range(3) if model.edge_mask[l, i, j]] for l in range(2) for i in range(4)]
+    S = len(model.slots)
+    choices = [[j for j in range(S) if model.edge_mask[l, i, j]] for l in range(2) for i in range(4)]
     total = 0.0
     for pick in itertools.product(*choices):
-        on = np.zeros((2, 4, 3), dtype=bool)
+        on = np.zeros((2, 4, S), dtype=bool)
         p = 1.0
         for cell, j in enumerate(pick):
             l, i = divmod(cell, 4)
             on[l, i, j] = True
             p *= float(b_hat[l, i, j])
-        live = live_cells(on, EDGE_SLOTS)
+        live = live_cells(on, model.slots)
         cost = table.head + sum(c for c, v in zip(table.stem, live[0]) if v)
         cost += sum(table.edges[l][i][pick[4 * l + i]] + float(op_mean[l, i])
                     for l in range(2) for i in range(4) if live[l + 1][i])
         total += p * cost
-    assert float(expected_cost(t, a_hat, b_hat)) == pytest.approx(total, rel=1e-12)
-    live, stem = live_probabilities(b_hat)
+    assert float(expected_cost(t, a_hat, b_hat, model.slots)) == pytest.approx(total, rel=1e-12)
+    live, stem = live_probabilities(b_hat, model.slots)
     assert torch.all(live[-1] == 1) and torch.all((stem >= 0) & (stem <= 1))
+    assert 0 < float(live[0].min()) < 1        # cells that may die: a vacuous walk would give all 1
 
 
 def test_expected_cost_gradient_matches_finite_differences(tables):
@@ -124,7 +130,7 @@ def test_expected_cost_gradient_matches_finite_differences(tables):
         with torch.no_grad():
             model.alpha.copy_(a)
             model.beta.copy_(b)
-        return expected_cost(t, model.alpha_hat(), model.beta_hat())
+        return expected_cost(t, model.alpha_hat(), model.beta_hat(), model.slots)
 
     e = e_of(alpha, beta)
     ga, gb = torch.autograd.grad(e, [model.alpha, model.beta])
@@ -165,6 +171,10 @@ def test_parse_cost_units():
     (["cost.budget=abc"], "cost.budget"),
     (["cost.penalty=square"], "cost.penalty"),
     (["cost.weight=-1"], "cost.weight"),
+    (["model.space=dense", "cost.weight=1", "cost.target=15ms", "cost.metric=latency", "cost.table=lat.json"],
+     "cost.metric: 'latency', model.space 'dense'"),
+    (["model.space=dense", "model.layers=4", "model.options={k: 4}", "cost.weight=1", "cost.target=20M"],
+     "model.options.k: 4, cost-aware search"),
 ])
 def test_bad_cost_config_is_one_line_naming_the_key(sets, key, demo_root, tmp_path, capsys):
     assert main(["search", "--config", "smoke", "--out", str(tmp_path / "r"), "--set", f"data.root={demo_root}",
@@ -214,6 +224,18 @@ def test_cost_term_off_is_bitwise_identical_and_on_moves_the_architecture(demo_r
     assert e_on < float(t2.cost_term.expected(t2.model).detach())
 
 
+def test_cost_term_moves_a_dense_search(demo_root, tmp_path):
+    """The dense space searches under the cost term too: E[params] (its own table, its 2-layer reach) ends
+    lower than without the term, from the same start."""
+    _, base, _ = _steps(demo_root, tmp_path, "dense", "model.space=dense")
+    _, on, t = _steps(demo_root, tmp_path, "dense-on", "model.space=dense", "cost.metric=params",
+                      "cost.target=1k", "cost.weight=5")
+    assert t.model.space_name == "dense" and t.state["acc"]["expected_cost"][1] == 2
+    e_on = float(t.cost_term.expected(t.model).detach())
+    t.model.load_state_dict(base)
+    assert e_on < float(t.cost_term.expected(t.model).detach())
+
+
 @pytest.mark.parametrize("penalty", ["hinge", "linear", "log"])
 def test_penalty_forms(demo_root, penalty):
     from ssnas.cost.term import CostTerm
@@ -250,14 +272,16 @@ def test_budget_discretization_meets_the_budget_exactly_counted(tables, variant,
         discretize_to_budget(randomized(1, **VARIANTS[variant]), table, 1e3)
 
 
-def test_export_budget_cli(tmp_path, demo_root, capsys):
-    model = randomized(2)
+@pytest.mark.parametrize("space", ["grid", "dense"])
+def test_export_budget_cli(space, tmp_path, demo_root, capsys):
+    model = randomized(2, space=space)
     model.head.classifier = torch.nn.Conv2d(16, 9, 1)
     model.cfg.num_classes = 9
-    cfg = load_config("smoke", [f"data.root={demo_root}"])
+    cfg = load_config("smoke", [f"data.root={demo_root}", f"model.space={space}"])
     from ssnas.config import to_dict
     ckpt = tmp_path / "last.pt"
-    save_checkpoint(ckpt, {"space": model.cfg.to_dict(), "model": model.state_dict(), "config": to_dict(cfg)})
+    save_checkpoint(ckpt, {"space": {**model.cfg.to_dict(), "search_space": space}, "model": model.state_dict(),
+                           "config": to_dict(cfg)})
     full = forward_flops(fuse_supernet(model), (64, 128))
     out = tmp_path / "b.pt"
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--budget", f"{0.6 * full / 1e6:.3f}M",
@@ -298,19 +322,22 @@ def test_latency_table_structure_and_sum(tmp_path, capsys):
         table.cell[l][i] + table.edges[l][i][j] + table.ops[l][i][k]
         for l in range(2) for i in range(4) if live[l + 1][i]
         for j in range(3) if edge_on[l, i, j] for k in range(3) if op_kept[l, i, k])
-    assert discrete_cost(table, edge_on, op_kept) == pytest.approx(by_hand, rel=1e-12)
-    assert float(expected_cost(t, model.alpha_hat(), model.beta_hat()).detach()) == pytest.approx(by_hand, rel=1e-12)
+    assert discrete_cost(table, edge_on, op_kept, EDGE_SLOTS) == pytest.approx(by_hand, rel=1e-12)
+    assert float(expected_cost(t, model.alpha_hat(), model.beta_hat(), EDGE_SLOTS).detach()) == pytest.approx(
+        by_hand, rel=1e-12)
     # calibrated: the stored entries add up to the measured reference networks (Σ over them), the raw sums
     # times the recorded scale
     cal = table.measured["calibration"]
     refs = [random_one_hot(create_model("tiny", num_classes=3), seed) for seed in CALIBRATION_SEEDS]
-    sums = [discrete_cost(table, *kept_choices(m)) for m in refs]
+    sums = [discrete_cost(table, *kept_choices(m), EDGE_SLOTS) for m in refs]
     assert len(cal["network_ms"]) == len(CALIBRATION_SEEDS) and cal["scale"] > 0
     assert sum(sums) == pytest.approx(sum(cal["network_ms"]), rel=1e-9)
     assert sums == pytest.approx([cal["scale"] * raw for raw in cal["parts_sum_ms"]], rel=1e-9)
     # a table of another space is refused, in one line naming the key
     with pytest.raises(UserError, match="^cost.table: the table was made for layers=2"):
         table.check_space(create_model("tiny", num_classes=3, layers=3).cfg.to_dict())
+    with pytest.raises(UserError, match="^cost.table: the table was made for k=None, this model has k=2"):
+        table.check_space(create_model("tiny", space="dense", num_classes=3).cfg.to_dict())
     data = json.loads(out.read_text())
     data["format"] = "x"
     out.write_text(json.dumps(data))

@@ -49,7 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssnas.cost.grid import complete_spec, discrete_cost, kept_choices
+from ssnas.cost.expected import discrete_cost, kept_choices
+from ssnas.cost.grid import complete_spec
 from ssnas.cost.table import CostTable
 from ssnas.space.fused import FusedSegNet, _conv
 from ssnas.space.backbone import EDGE_OFFSETS
@@ -312,7 +313,7 @@ def measure_table(model, input_size, device="cpu", threads: int | None = None, r
         table.measured["call_overhead_ms"] = call
     if references:
         network = [ms[("extra", k)] for k in references]
-        raw = [discrete_cost(table, *kept_choices(m)) for m in references.values()]
+        raw = [discrete_cost(table, *kept_choices(m), m.slots) for m in references.values()]
         scale = sum(network) / sum(raw) if sum(raw) > 0 else 1.0
         for key in ("stem", "edges", "ops", "cell", "merge"):
             setattr(table, key, _scaled(getattr(table, key), scale))

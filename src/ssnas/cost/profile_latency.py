@@ -34,6 +34,8 @@ def run_latency(args) -> int:
         if args.num_classes <= 0:
             raise UserError(f"--num-classes {args.num_classes}: expected a positive integer")
         model = create_model(args.variant, num_classes=args.num_classes)
+    from ssnas.cost import cost_aware
+    cost_aware(model, "latency")          # latency tables are measured for the spaces that have them (grid)
     runtime = "onnxruntime" if args.onnxruntime else "torch"
     from ssnas.hardware import STEADY_ALLOCATOR, steady_allocator
     steady = steady_allocator()   # this process only: parts and networks timed in one allocator state

@@ -9,7 +9,7 @@ ReLU its consumers apply for latency) and ``merge[l][i]`` (what is saved when a 
 run as one conv over their concatenated inputs: one bias for parameters). Where an entry does not exist
 (an edge leaving the grid) it is 0.
 
-A table is computed from the model for FLOPs and parameters (``cost/grid.py``: the FLOP counter on each
+A table is computed from the model for FLOPs and parameters (``cost/grid.py``, ``cost/dense.py``: the FLOP counter on each
 part of the fused network) and measured on a device for latency (``cost/latency.py``, ``ssnas profile
 --latency``), which writes it as JSON; ``cost.table`` reads it back.
 """
@@ -28,7 +28,7 @@ VERSION = 1
 # Space keys a table must agree on with the model it is used for (the head's classes are a few convs of a
 # 1×1 kernel: a table measured for another number of classes is refused too, to keep sums exact).
 SPACE_KEYS = ("layers", "filters", "expansion", "sampling", "kernel_sizes", "mixture", "head_channels",
-              "squeeze_excite", "num_classes", "in_channels")
+              "squeeze_excite", "num_classes", "in_channels", "k", "level_span")   # the last two: dense only
 
 
 @dataclass

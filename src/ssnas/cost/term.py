@@ -1,6 +1,6 @@
 """The cost penalty of the architecture step: L_B plus a term in E[cost]/T (T = ``cost.target``).
 
-With r = E[cost] / T (E[cost]: ``cost/grid.py``, differentiable in α, β), the forms (``cost.penalty``):
+With r = E[cost] / T (E[cost]: ``cost/expected.py``, differentiable in α, β), the forms (``cost.penalty``):
 
 - ``hinge``  (default): L_B + λ · max(0, r − 1) — no pressure while the expected network fits the budget;
 - ``linear``: L_B + λ · r — ProxylessNAS's additive expected-latency regularizer (λ·E[LAT]), with the

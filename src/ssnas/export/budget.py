@@ -2,7 +2,7 @@
 costs at most the budget (``ssnas export --budget 20G``, ``cost.budget``).
 
 The rule. From the supernet as it is (every kept edge and kernel), repeat while the fused network's cost
-(exact, from the cost table: ``cost.grid.discrete_cost``) exceeds the budget:
+(exact, from the cost table: ``cost.expected.discrete_cost``) exceeds the budget:
 
 - the candidate moves are: drop one kept edge of a cell that keeps more than one (its loss: the edge's β̂);
   drop one kept kernel of a cell that keeps more than one (its loss: the kernel's α̂) — for the kernel
@@ -27,8 +27,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ssnas.cost import cost_table
-from ssnas.cost.grid import discrete_cost, kept_choices
+from ssnas.arch import masked_softmax
+from ssnas.cost import cost_aware, cost_table
+from ssnas.cost.expected import discrete_cost, kept_choices
 from ssnas.cost.table import CostTable
 from ssnas.cost.units import format_cost, parse_cost
 from ssnas.errors import UserError
@@ -40,9 +41,9 @@ def _moves(model, edge_on: np.ndarray, op_kept: np.ndarray):
     b_hat = model.beta_hat().detach().cpu().numpy()
     a_hat = model.alpha_hat().detach().cpu().numpy()
     p_alpha = torch.softmax(model.alpha.detach().double(), -1).cpu().numpy()   # unmasked: the search's own
-    from ssnas.space.backbone import beta_hat, edge_valid_mask
-    valid = edge_valid_mask(model.beta.shape[0], model.beta.shape[1]).to(model.beta.device)
-    p_beta = beta_hat(model.beta.detach().double(), valid).cpu().numpy()
+    from ssnas.space.topology import slot_valid_mask
+    valid = slot_valid_mask(model.beta.shape[0], model.beta.shape[1], model.slots).to(model.beta.device)
+    p_beta = masked_softmax(model.beta.detach().double(), valid).cpu().numpy()
     valid = valid.cpu().numpy()
     kernels = list(model.cfg.kernel_sizes)
     output = model.cfg.mixture == "output"
@@ -75,13 +76,14 @@ def _moves(model, edge_on: np.ndarray, op_kept: np.ndarray):
 def discretize_to_budget(model, table: CostTable, budget: float, key: str = "--budget") -> dict:
     """Mask ``model``'s edges and kernels by the rule (module docstring) until its fused network costs at
     most ``budget`` by ``table``; returns {"cost", "cost_before", "steps": [{"drop", "where", "loss", "saved"}]}.
-    The moves are the grid's (its edge and kernel masks); another cost-aware space needs its own rule."""
-    space = getattr(model, "space_name", None)
-    if space != "grid":
-        raise UserError(f"{key}: the budget rule drops the grid's edges and kernels, expected a grid supernet "
-                        f"(model.space: {space!r})")
+    The moves are a grid-like space's (its edge and kernel masks over ``model.slots``: grid, dense)."""
+    cost_aware(model)
+    slots = getattr(model, "slots", None)
+    if slots is None:
+        raise UserError(f"{key}: the budget rule drops the edges and kernels of a grid-like space, expected one "
+                        f"(model.space: {getattr(model, 'space_name', None)!r})")
     edge_on, op_kept = (t.numpy().copy() for t in kept_choices(model))
-    cost = before = discrete_cost(table, edge_on, op_kept)
+    cost = before = discrete_cost(table, edge_on, op_kept, slots)
     steps = []
     while cost > budget:
         best = None
@@ -101,7 +103,7 @@ def discretize_to_budget(model, table: CostTable, budget: float, key: str = "--b
                 trial_o = op_kept.copy()
                 trial_o[idx[:2]] = False
                 trial_o[idx[0], idx[1], idx[3]] = True
-            saved = cost - discrete_cost(table, trial_e, trial_o)
+            saved = cost - discrete_cost(table, trial_e, trial_o, slots)
             if saved > 0 and (best is None or loss / saved < best[0]):
                 best = (loss / saved, kind, idx, loss, saved, trial_e, trial_o)
         if best is None:

@@ -14,16 +14,12 @@ from torch import Tensor, nn
 from ssnas.arch import masked_softmax, unbind_rows
 from ssnas.ops.fold import conv_like, fold_bn
 from ssnas.space.cell import Cell
-from ssnas.space.topology import EDGE_KINDS, EDGE_OFFSETS, LEVELS, edge_source  # noqa: F401 (re-exported)
+from ssnas.space.topology import EDGE_KINDS, EDGE_OFFSETS, EDGE_SLOTS, LEVELS, edge_source, slot_valid_mask  # noqa: F401 (re-exported)
 
 
 def edge_valid_mask(layers: int, levels: int = LEVELS) -> Tensor:
     """(L, levels, EDGE_KINDS) bool: which incoming edges exist (none from outside the grid)."""
-    valid = torch.ones(layers, levels, EDGE_KINDS, dtype=torch.bool)
-    for i in range(levels):
-        for j in range(EDGE_KINDS):
-            valid[:, i, j] = edge_source(i, j, levels) is not None
-    return valid
+    return slot_valid_mask(layers, levels, EDGE_SLOTS)
 
 
 def beta_hat(beta: Tensor, valid: Tensor) -> Tensor:

@@ -44,7 +44,7 @@ from ssnas.space.head import SegmentationHead
 from ssnas.space.operations import FusedBlock
 from ssnas.space.stem import MultiScaleStem
 from ssnas.space.supernet import ARCH_INIT_STD, SpaceConfig, SuperNet
-from ssnas.space.topology import LEVELS, stride
+from ssnas.space.topology import LEVELS, slot_exists, slot_valid_mask, stride
 from ssnas.space.variants import space_config
 
 NAME = "dense"
@@ -64,18 +64,12 @@ def dense_slots(k: int, span: int) -> list[tuple[int, int]]:
     return [(d, off) for d in range(1, k + 1) for off in range(-span, span + 1)]
 
 
-def exists(layer: int, level: int, slot: tuple[int, int], levels: int = LEVELS) -> bool:
-    """Whether the transmission ``slot`` = (d, Δ) into the cell at (layer, level) has a source: layer - d + 1 ≥ 0
-    (0 is the stem; ``layer`` counts from 0) and a level in 0..levels-1."""
-    d, off = slot
-    return layer + 1 - d >= 0 and 0 <= level + off < levels
+exists = slot_exists   # whether the transmission (d, Δ) into a cell has a source (topology.py)
 
 
 def dense_valid_mask(layers: int, k: int, span: int, levels: int = LEVELS) -> Tensor:
     """(L, levels, k·(2·span+1)) bool: the transmissions that exist (see :func:`exists`)."""
-    slots = dense_slots(k, span)
-    return torch.tensor([[[exists(l, i, s, levels) for s in slots] for i in range(levels)] for l in range(layers)],
-                        dtype=torch.bool)
+    return slot_valid_mask(layers, levels, dense_slots(k, span))
 
 
 def check_keys(layers: int, k, level_span) -> tuple[int, int]:
@@ -202,6 +196,15 @@ class DenseSuperNet(ArchitectureMixin, nn.Module):
     arch_state_keys = SuperNet.arch_state_keys
     cost_groups = SuperNet.cost_groups   # stem, head, each cell, each transmission's P (its edges, keyed by slot)
     forward = SuperNet.forward
+    # cost-aware search (``CostAware``): the grid's E[cost] and exact cost over this space's slots
+    expected_cost = SuperNet.expected_cost
+    discrete_cost = SuperNet.discrete_cost
+    cost_metrics = ("flops", "params")
+
+    def cost_table(self, metric: str, input_size):
+        """Each candidate's FLOPs or parameters, counted on the fused network (``cost/dense.py``)."""
+        from ssnas.cost.dense import count_table
+        return count_table(self, metric, input_size)
 
     @property
     def slots(self) -> list[tuple[int, int]]:

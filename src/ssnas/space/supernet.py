@@ -20,7 +20,7 @@ from ssnas.space.backbone import Backbone, beta_hat, edge_valid_mask
 from ssnas.space.base import ArchitectureMixin
 from ssnas.space.head import SegmentationHead
 from ssnas.space.stem import MultiScaleStem
-from ssnas.space.topology import EDGE_KINDS, LEVELS, pad_to_stride
+from ssnas.space.topology import EDGE_KINDS, EDGE_SLOTS, LEVELS, pad_to_stride
 
 ARCH_INIT_STD = 1e-3    # DARTS / Auto-DeepLab initialize architecture logits near zero
 
@@ -55,6 +55,8 @@ class SuperNet(ArchitectureMixin, nn.Module):
     """The paper's grid supernet (the ``grid`` search space)."""
 
     space_name = "grid"
+    slots = EDGE_SLOTS               # β's last axis: (layers back, level offset) of each incoming edge
+    cost_metrics = ("flops", "params", "latency")   # what cost tables exist for (latency: measured, cost/latency.py)
 
     def __init__(self, cfg: SpaceConfig):
         super().__init__()
@@ -124,13 +126,13 @@ class SuperNet(ArchitectureMixin, nn.Module):
         return count_table(self, metric, input_size)
 
     def expected_cost(self, tensors: dict) -> Tensor:
-        """E[cost] under α̂ and β̂, with every cell's chance of being live (``cost/grid.py``)."""
-        from ssnas.cost.grid import expected_cost
-        return expected_cost(tensors, self.alpha_hat(), self.beta_hat())
+        """E[cost] under α̂ and β̂, with every cell's chance of being live (``cost/expected.py``)."""
+        from ssnas.cost.expected import expected_cost
+        return expected_cost(tensors, self.alpha_hat(), self.beta_hat(), self.slots)
 
     def discrete_cost(self, table) -> float:
-        from ssnas.cost.grid import discrete_cost, kept_choices
-        return discrete_cost(table, *kept_choices(self))
+        from ssnas.cost.expected import discrete_cost, kept_choices
+        return discrete_cost(table, *kept_choices(self), self.slots)
 
     def architecture_graph(self) -> dict:
         from ssnas.space.architecture import graph_grid

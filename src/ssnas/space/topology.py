@@ -43,3 +43,18 @@ def edge_source(level: int, slot: int, levels: int = LEVELS) -> int | None:
     """The level that edge ``slot`` of a cell at ``level`` comes from; None where it would leave the grid."""
     src = level + EDGE_OFFSETS[slot]
     return src if 0 <= src < levels else None
+
+
+def slot_exists(layer: int, level: int, slot: tuple[int, int], levels: int = LEVELS) -> bool:
+    """Whether the incoming slot ``(d, Δ)`` of the cell at (``layer``, ``level``) has a source: ``layer - d + 1
+    >= 0`` (``layer`` counts cells from 0; 0 - 1 + 1 = 0 is the stem) and a level inside the grid."""
+    d, off = slot
+    return layer + 1 - d >= 0 and 0 <= level + off < levels
+
+
+def slot_valid_mask(layers: int, levels: int, slots):
+    """(layers, levels, len(slots)) bool: the slots that exist (:func:`slot_exists`)."""
+    import torch
+
+    return torch.tensor([[[slot_exists(l, i, s, levels) for s in slots] for i in range(levels)]
+                         for l in range(layers)], dtype=torch.bool).reshape(layers, levels, len(slots))

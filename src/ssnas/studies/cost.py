@@ -14,7 +14,7 @@ protocol searches for accuracy and prunes afterwards (§4.2). For each seed of `
 Both arms end at most at T, by construction; their costs are measured on the fused network (the FLOP
 counter, the parameter count, or the table for latency) and reported beside their mIoU. A target given as a
 number is a fraction of E0, the expected cost of the uniform architecture at initialization (the average
-single-path network, ``cost/grid.py``); a string (``"40M"``) is absolute. The verdict: per target, cost term
+single-path network, ``cost/expected.py``); a string (``"40M"``) is absolute. The verdict: per target, cost term
 − pruning alone in mIoU, paired by seed, as a directional claim (sign only: no published size) by the rules
 of :mod:`ssnas.studies.stats`; all targets together by :func:`~ssnas.studies.stats.combine`.
 """

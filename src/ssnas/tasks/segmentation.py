@@ -121,7 +121,7 @@ class SegmentationTask(TaskBase):
                 model.discretize(edges_per_cell=self.cfg.model.discretize_edges, ops=False)
         if self.cfg.cost.weight != 0 or self.cfg.cost.budget is not None:
             from ssnas.cost import cost_aware
-            cost_aware(model)
+            cost_aware(model, self.cfg.cost.metric)
 
     def build_model(self):
         m = self.cfg.model
