@@ -21,6 +21,8 @@ probabilities, so E[cost] is differentiable in α and β.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -58,14 +60,9 @@ class _Walk:
         self.N, self.n = N, n
 
 
-_WALKS: dict = {}
-
-
-def _walk(levels: int, slots: tuple, dtype, device) -> _Walk:
-    key = (levels, slots, dtype, str(device))
-    if key not in _WALKS:
-        _WALKS[key] = _Walk(levels, slots, dtype, device)
-    return _WALKS[key]
+@functools.lru_cache(maxsize=16)
+def _walk(levels: int, slots: tuple, dtype, device: str) -> _Walk:
+    return _Walk(levels, slots, dtype, device)
 
 
 def live_probabilities(b_hat: Tensor, slots) -> tuple[Tensor, Tensor]:
@@ -75,7 +72,7 @@ def live_probabilities(b_hat: Tensor, slots) -> tuple[Tensor, Tensor]:
     L, levels = b_hat.shape[:2]
     slots = tuple(tuple(s) for s in slots)
     check_reach(levels, slots)
-    w = _walk(levels, slots, b_hat.dtype, b_hat.device)
+    w = _walk(levels, slots, b_hat.dtype, str(b_hat.device))
     p = torch.zeros(w.N, dtype=b_hat.dtype, device=b_hat.device)
     p[2 ** levels - 1] = 1.0           # the last layer: every cell live
     rows = []
