@@ -19,8 +19,8 @@ def cost_aware(model, metric: str | None = None):
     """``model`` if its space implements the cost methods (and has tables of ``metric``), else a one-line
     error: cost-aware search and budgets need them."""
     from ssnas.space.base import CostAware
+    space = getattr(model, "space_name", None) or type(model).__name__
     if not isinstance(model, CostAware):
-        space = getattr(model, "space_name", None) or type(model).__name__
         raise UserError(f"model.space: {space!r} has no cost model yet (CostAware: cost_table, expected_cost, "
                         f"discrete_cost; docs/cost-aware.md), so cost.weight, cost.budget and --budget need "
                         f"a space that has one, e.g. grid")
@@ -30,7 +30,6 @@ def cost_aware(model, metric: str | None = None):
         check_reach(len(model.cfg.widths), slots)
     metrics = getattr(model, "cost_metrics", METRICS)
     if metric is not None and metric not in metrics:
-        space = getattr(model, "space_name", None) or type(model).__name__
         raise UserError(f"cost.metric: {metric!r}, model.space {space!r} has cost tables for "
                         f"{', '.join(metrics)} only, expected one of them")
     return model

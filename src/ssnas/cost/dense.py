@@ -17,15 +17,16 @@ from ssnas.cost.grid import COUNTED, every_block, module_costs
 from ssnas.cost.table import CostTable
 from ssnas.errors import UserError
 from ssnas.space.base import FUSED_FORMAT, FUSED_VERSION
+from ssnas.space.topology import slot_exists
 
 
 def complete_spec(model) -> dict:
     """The fused dense spec holding every candidate once: all cells live, all existing transmissions, a block
     per kernel."""
-    from ssnas.space.dense import NAME, exists
+    from ssnas.space.dense import NAME
 
     cfg, levels = model.cfg, len(model.cfg.widths)
-    cells = [[dict(edges=[s for s, slot in enumerate(model.slots) if exists(l, i, slot, levels)],
+    cells = [[dict(edges=[s for s, slot in enumerate(model.slots) if slot_exists(l, i, slot, levels)],
                    op_channels=model.backbone.cells[l][i].op_channels,
                    blocks=every_block(model.backbone.cells[l][i], cfg.kernel_sizes))
               for i in range(levels)] for l in range(cfg.layers)]

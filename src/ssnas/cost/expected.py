@@ -62,6 +62,7 @@ class _Walk:
 
 @functools.lru_cache(maxsize=16)
 def _walk(levels: int, slots: tuple, dtype, device: str) -> _Walk:
+    check_reach(levels, slots)         # once per (space, dtype, device): the walk is cached
     return _Walk(levels, slots, dtype, device)
 
 
@@ -71,7 +72,6 @@ def live_probabilities(b_hat: Tensor, slots) -> tuple[Tensor, Tensor]:
     that do not exist (from before the stem or outside the grid)."""
     L, levels = b_hat.shape[:2]
     slots = tuple(tuple(s) for s in slots)
-    check_reach(levels, slots)
     w = _walk(levels, slots, b_hat.dtype, str(b_hat.device))
     p = torch.zeros(w.N, dtype=b_hat.dtype, device=b_hat.device)
     p[2 ** levels - 1] = 1.0           # the last layer: every cell live

@@ -64,11 +64,8 @@ def dense_slots(k: int, span: int) -> list[tuple[int, int]]:
     return [(d, off) for d in range(1, k + 1) for off in range(-span, span + 1)]
 
 
-exists = slot_exists   # whether the transmission (d, Δ) into a cell has a source (topology.py)
-
-
 def dense_valid_mask(layers: int, k: int, span: int, levels: int = LEVELS) -> Tensor:
-    """(L, levels, k·(2·span+1)) bool: the transmissions that exist (see :func:`exists`)."""
+    """(L, levels, k·(2·span+1)) bool: the transmissions that exist (``topology.slot_exists``)."""
     return slot_valid_mask(layers, levels, dense_slots(k, span))
 
 
@@ -139,7 +136,7 @@ class DenseBackbone(nn.Module):
                 for i in range(levels)))
             self.edges.append(nn.ModuleList(
                 nn.ModuleDict({str(s): LongShapeAlign(widths[i + slot[1]], widths[i], i + slot[1], i)
-                               for s, slot in enumerate(self.slots) if exists(l, i, slot, levels)})
+                               for s, slot in enumerate(self.slots) if slot_exists(l, i, slot, levels)})
                 for i in range(levels)))
 
     def forward(self, features: list[Tensor], alpha_hat: Tensor, beta_hat: Tensor) -> list[Tensor]:
@@ -234,7 +231,7 @@ class DenseSuperNet(ArchitectureMixin, nn.Module):
         L = self.cfg.layers
         edges = [[l + 1 - d, i + off, l + 1, i, float(b_hat[l, i, s]), bool(edge_mask[l, i, s])]
                  for l in range(L) for i in range(LEVELS) for s, (d, off) in enumerate(self.slots)
-                 if exists(l, i, (d, off))]
+                 if slot_exists(l, i, (d, off))]
         return {"layers": L, "levels": [f"stride {stride(i)}" for i in range(LEVELS)], "edges": edges,
                 "op_labels": [f"{k}x{k}" for k in self.cfg.kernel_sizes],
                 "ops": [[l + 1, i, a_hat[l, i].tolist()] for l in range(L) for i in range(LEVELS)]}
@@ -252,7 +249,7 @@ class DenseSuperNet(ArchitectureMixin, nn.Module):
             for i in range(LEVELS):
                 edges = [{"from_layer": l + 1 - d, "from_stride": stride(i + off), "beta_hat": float(b_hat[l, i, s]),
                           "kept": bool(edge_mask[l, i, s])}
-                         for s, (d, off) in enumerate(self.slots) if exists(l, i, (d, off))]
+                         for s, (d, off) in enumerate(self.slots) if slot_exists(l, i, (d, off))]
                 cells.append(describe_cell(l, i, a_hat[l, i], op_mask[l, i], kernels, edges))
         return {"format": FORMAT, "version": VERSION, "space": NAME, "layers": self.cfg.layers,
                 "k": self.cfg.k, "level_span": self.cfg.level_span,
